@@ -1,0 +1,1 @@
+"""Reconstruction from posed views: checkpoint loading, the feed-forward pipeline and its outputs."""

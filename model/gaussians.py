@@ -1,0 +1,144 @@
+"""The Gaussians container: raw parameters in, activated values out, in exactly one place.
+
+Raw parameters are what networks predict and optimizers update:
+  means           [..., N, 3]     world positions
+  log_scales      [..., N, 3]     log of the per-axis standard deviations
+  quats           [..., N, 4]     rotation quaternion, wxyz, not necessarily normalised
+  opacity_logits  [..., N]        logit of opacity
+  sh              [..., N, K, 3]  spherical-harmonics coefficients, K = (degree + 1)^2, degree 0..3
+
+Leading dims (e.g. a batch of scenes) are allowed; pruning and indexing act on one scene.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+from torch import Tensor
+
+SH_C0 = 0.28209479177387814  # the degree-0 real SH basis value, 1 / (2 sqrt(pi))
+
+
+def sh_degree_for(k: int) -> int:
+    degree = round(k**0.5) - 1
+    if (degree + 1) ** 2 != k or not 0 <= degree <= 3:
+        raise ValueError(f"SH coefficient count must be 1, 4, 9 or 16 (degree 0-3), got {k}")
+    return degree
+
+
+def rgb_to_sh0(rgb: Tensor) -> Tensor:
+    """Degree-0 coefficient whose rendered colour (SH_C0 * c + 0.5) is `rgb`."""
+    return (rgb - 0.5) / SH_C0
+
+
+@dataclass
+class Gaussians:
+    means: Tensor  # [..., N, 3]
+    log_scales: Tensor  # [..., N, 3]
+    quats: Tensor  # [..., N, 4] wxyz
+    opacity_logits: Tensor  # [..., N]
+    sh: Tensor  # [..., N, K, 3]
+
+    def __post_init__(self) -> None:
+        lead = self.means.shape[:-1]
+        expected = {
+            "means": (self.means, (*lead, 3)),
+            "log_scales": (self.log_scales, (*lead, 3)),
+            "quats": (self.quats, (*lead, 4)),
+            "opacity_logits": (self.opacity_logits, tuple(lead)),
+        }
+        for name, (t, shape) in expected.items():
+            if tuple(t.shape) != tuple(shape):
+                raise ValueError(f"Gaussians.{name} must have shape {tuple(shape)}, got {tuple(t.shape)}")
+        if self.sh.shape[:-2] != lead or self.sh.shape[-1] != 3:
+            raise ValueError(f"Gaussians.sh must have shape {(*lead, 'K', 3)}, got {tuple(self.sh.shape)}")
+        sh_degree_for(self.sh.shape[-2])
+
+    # --- activations: the only place raw parameters become renderable values ---
+    @property
+    def scales(self) -> Tensor:
+        return self.log_scales.exp()  # [..., N, 3]
+
+    @property
+    def opacities(self) -> Tensor:
+        return torch.sigmoid(self.opacity_logits)  # [..., N]
+
+    @property
+    def rotations(self) -> Tensor:
+        return torch.nn.functional.normalize(self.quats, dim=-1)  # [..., N, 4] unit wxyz
+
+    @property
+    def sh_degree(self) -> int:
+        return sh_degree_for(self.sh.shape[-2])
+
+    @property
+    def count(self) -> int:
+        return self.means.shape[-2]
+
+    @property
+    def device(self) -> torch.device:
+        return self.means.device
+
+    # --- containers ---
+    def _map(self, fn) -> Gaussians:
+        return Gaussians(**{f.name: fn(getattr(self, f.name)) for f in fields(self)})
+
+    def to(self, *args, **kwargs) -> Gaussians:
+        return self._map(lambda t: t.to(*args, **kwargs))
+
+    def detach(self) -> Gaussians:
+        return self._map(lambda t: t.detach())
+
+    def scene(self, b: int) -> Gaussians:
+        """The b-th scene of a batch [B, N, ...]."""
+        if self.means.dim() != 3:
+            raise ValueError("scene() needs batched Gaussians with means [B, N, 3]")
+        return self._map(lambda t: t[b])
+
+    def index(self, idx: Tensor) -> Gaussians:
+        """Select Gaussians of one scene by a boolean mask [N] or integer indices [M]."""
+        if self.means.dim() != 2:
+            raise ValueError("index() acts on one scene (means [N, 3]); use scene(b) first")
+        return self._map(lambda t: t[idx])
+
+    @staticmethod
+    def cat(items: list[Gaussians]) -> Gaussians:
+        """Concatenate along the Gaussian dimension N."""
+        if not items:
+            raise ValueError("cannot concatenate an empty list of Gaussians")
+        return Gaussians(**{name: torch.cat([getattr(g, name) for g in items], dim) for name, dim in _N_DIM.items()})
+
+    @staticmethod
+    def stack(items: list[Gaussians]) -> Gaussians:
+        """Stack scenes with equal N into a batch [B, N, ...]."""
+        counts = {g.count for g in items}
+        if len(counts) != 1:
+            raise ValueError(f"cannot stack scenes with different Gaussian counts {sorted(counts)}; pad or prune first")
+        return Gaussians(**{f.name: torch.stack([getattr(g, f.name) for g in items]) for f in fields(Gaussians)})
+
+    # --- pruning ---
+    def prune(self, min_opacity: float | None = None, keep_ratio: float | None = None) -> Gaussians:
+        """Drop Gaussians with opacity <= min_opacity, then keep the top `keep_ratio` by opacity.
+
+        Both are optional; order of the survivors is preserved, so pruning is deterministic.
+        """
+        keep = torch.ones(self.count, dtype=torch.bool, device=self.device)
+        opacities = self.opacities.detach()  # [N]
+        if min_opacity is not None:
+            keep &= opacities > min_opacity
+        if keep_ratio is not None:
+            if not 0.0 < keep_ratio <= 1.0:
+                raise ValueError(f"keep_ratio must be in (0, 1], got {keep_ratio}")
+            n_keep = max(1, round(keep_ratio * self.count))
+            if n_keep < int(keep.sum()):
+                masked = torch.where(keep, opacities, torch.full_like(opacities, -1.0))
+                top = torch.topk(masked, n_keep, sorted=False).indices
+                keep = torch.zeros_like(keep)
+                keep[top] = True
+        return self.index(keep)
+
+
+
+# Which axis is N for each field, counted from the end so leading batch dims are free.
+_N_DIM = {"means": -2, "log_scales": -2, "quats": -2, "opacity_logits": -1, "sh": -3}
