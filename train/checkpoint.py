@@ -1,0 +1,158 @@
+"""Training checkpoints: written atomically, kept last-k, resumed exactly.
+
+A checkpoint is a directory `<run_dir>/checkpoints/step_<00000000>/` holding
+  model.safetensors   the network weights; metadata "model_config" / "train_config" (JSON) so the
+                      file alone rebuilds the model (`build_model(ModelConfig(**model_config))`)
+  state.pt            optimizer, lr scheduler, step, data position, counters, both configs
+  rng_rank<r>.pt      python / numpy / torch RNG states of every process (they differ per rank)
+
+Atomicity: everything is written into a hidden temporary directory next to the final one, which is
+then renamed into place with `os.replace`. A crash mid-write leaves only a temporary directory that
+is ignored (and cleaned up by the next save), so the last complete checkpoint always loads. With
+several processes, the directory must be on a filesystem all of them share (as for any multi-node
+checkpointing); every rank writes its RNG file, the main process everything else and the rename.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+CHECKPOINTS = "checkpoints"
+_NAME = re.compile(r"^step_(\d{8,})$")
+_TMP_PREFIX = ".tmp_"
+
+
+@dataclass
+class CheckpointData:
+    """What one process contributes to a checkpoint (the model and state only matter on the main one)."""
+
+    step: int
+    model_state: dict[str, Tensor] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=dict)  # optimizer, scheduler, data position, ...
+    model_config: dict[str, Any] = field(default_factory=dict)
+    train_config: dict[str, Any] = field(default_factory=dict)
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step_{step:08d}"
+
+
+def list_checkpoints(root: str | os.PathLike) -> list[Path]:
+    """Complete checkpoints under `root` (a checkpoints folder), oldest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := _NAME.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
+    found = list_checkpoints(Path(run_dir) / CHECKPOINTS)
+    return found[-1] if found else None
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A checkpoint directory from itself, its run directory (-> latest) or its checkpoints folder."""
+    path = Path(path)
+    if (path / "model.safetensors").is_file():
+        return path
+    for candidate in (latest_checkpoint(path), (list_checkpoints(path) or [None])[-1]):
+        if candidate is not None:
+            return candidate
+    raise FileNotFoundError(f"no checkpoint found at {path} (expected a step_* directory or a run directory)")
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(root: str | os.PathLike, data: CheckpointData, keep_last: int, rank: int = 0,
+                    barrier: Callable[[], None] = lambda: None) -> Path:
+    """Write `data` as checkpoint `root/step_<step>` atomically; keep the newest `keep_last`.
+
+    Every process must call this (collectively, in the same order); `barrier` synchronises them.
+    """
+    root = Path(root)
+    final = root / checkpoint_name(data.step)
+    tmp = root / f"{_TMP_PREFIX}{final.name}"
+    if rank == 0:
+        root.mkdir(parents=True, exist_ok=True)
+        _remove_stale(root)
+        tmp.mkdir()
+    barrier()
+    torch.save(rng_state(), tmp / f"rng_rank{rank}.pt")
+    if rank == 0:
+        meta = {"model_config": json.dumps(data.model_config), "train_config": json.dumps(data.train_config),
+                "step": str(data.step)}
+        # Fresh contiguous copies: safetensors refuses views and tensors sharing storage.
+        weights = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in data.model_state.items()}
+        save_file(weights, str(tmp / "model.safetensors"), metadata=meta)
+        state = dict(data.state, step=data.step, model_config=data.model_config, train_config=data.train_config)
+        torch.save(state, tmp / "state.pt")
+    barrier()
+    if rank == 0:
+        if final.exists():  # re-saving the same step (e.g. final save right after a periodic one)
+            _discard(final)
+        os.replace(tmp, final)
+        for old in list_checkpoints(root)[:-keep_last] if keep_last > 0 else []:
+            _discard(old)
+    barrier()
+    return final
+
+
+def _discard(path: Path) -> None:
+    """Delete a directory: rename it out of the checkpoint namespace first, so a crash mid-delete
+    never leaves a half-deleted directory that looks like a checkpoint."""
+    trash = path.with_name(f"{_TMP_PREFIX}trash_{path.name}")
+    if trash.exists():
+        shutil.rmtree(trash)
+    os.replace(path, trash)
+    shutil.rmtree(trash)
+
+
+def _remove_stale(root: Path) -> None:
+    for p in root.iterdir():
+        if p.name.startswith(_TMP_PREFIX):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def load_weights(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Weights and model config from a checkpoint directory, run directory or `.safetensors` file."""
+    path = Path(path)
+    file = path if path.suffix == ".safetensors" else resolve_checkpoint(path) / "model.safetensors"
+    with safe_open(str(file), framework="pt") as f:
+        meta = f.metadata() or {}
+    return load_file(str(file)), json.loads(meta.get("model_config", "{}"))
+
+
+def load_state(checkpoint: str | os.PathLike, rank: int = 0) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(training state, this rank's RNG state or None if the checkpoint was written by fewer ranks)."""
+    checkpoint = Path(checkpoint)
+    state = torch.load(checkpoint / "state.pt", map_location="cpu", weights_only=False)
+    rng_file = checkpoint / f"rng_rank{rank}.pt"
+    rng = torch.load(rng_file, weights_only=False) if rng_file.is_file() else None
+    return state, rng

@@ -1,0 +1,69 @@
+"""Training and evaluation data for the trainer, from the three sources: synthetic, folders, shards.
+
+Map-style sources (synthetic, folders) use `ResumableSampler`, which shards by rank itself and resumes
+at the exact sample position; their loaders are therefore NOT passed through `accelerator.prepare`
+(which would shard a second time and restart the stream on resume). The webdataset source splits
+shards by node and worker inside the dataset and must never go through `accelerator.prepare` either:
+a prepared iterable loader is read on rank 0 and dispatched, which defeats the per-node split. It
+resumes by reseeding its stream with the resume step (a fresh, not an identical, continuation).
+"""
+
+from __future__ import annotations
+
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from data.batch import collate
+from data.datasets import ProceduralDataset, SceneFolderDataset, scene_paths
+from data.procedural import ProceduralConfig
+from data.streaming import ShardDataset
+from train.config import TrainDataConfig
+from train.sampler import EpochIndexed, ResumableSampler
+
+
+def _scenes(entries: tuple) -> list:
+    """Scene folders from entries that are each a scene folder, a root folder or a .txt list."""
+    return [path for entry in entries for path in scene_paths(entry)]
+
+
+def _procedural(config: TrainDataConfig, seed: int) -> ProceduralConfig:
+    s = config.synthetic
+    return ProceduralConfig(num_frames=s.frames, width=s.width, height=s.height, path=s.path, seed=seed)
+
+
+def train_loader(config: TrainDataConfig, batch_size: int, seed: int, rank: int, world_size: int,
+                 position: int, resume_step: int) -> DataLoader:
+    """An endless loader of `Batch`es for this process.
+
+    position: samples this process has already consumed (map-style sources resume exactly there).
+    resume_step: the optimizer step training resumes at (reseeds the shard stream).
+    """
+    workers = config.num_workers
+    if config.source == "shards":
+        dataset = ShardDataset(list(config.paths), config, mode="train", seed=seed,
+                               shuffle_buffer=config.shuffle_buffer)
+        dataset.set_epoch(resume_step)
+        return DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate,
+                          persistent_workers=workers > 0)
+    if config.source == "synthetic":
+        # Every scene stays cached: a procedural scene takes about a second to render on a CPU.
+        s = config.synthetic
+        dataset = ProceduralDataset(s.scenes, config, _procedural(config, 0), mode="train", seed=seed,
+                                    cache_scenes=s.scenes)
+    else:
+        dataset = SceneFolderDataset(_scenes(config.paths), config, mode="train", seed=seed, on_error=config.on_error)
+    sampler = ResumableSampler(len(dataset), rank, world_size, seed=seed, start=position)
+    return DataLoader(EpochIndexed(dataset), batch_size=batch_size, sampler=sampler, num_workers=workers,
+                      collate_fn=collate, persistent_workers=workers > 0)
+
+
+def eval_dataset(config: TrainDataConfig, num_scenes: int) -> Dataset | None:
+    """Held-out scenes with the evaluation protocol (KMeans inputs, every n-th frame as target)."""
+    if config.source == "synthetic":
+        s = config.synthetic
+        return ProceduralDataset(num_scenes, config, _procedural(config, s.eval_seed), mode="eval",
+                                 cache_scenes=num_scenes)
+    if not config.eval_paths:
+        return None
+    dataset = SceneFolderDataset(_scenes(config.eval_paths), config, mode="eval", on_error=config.on_error)
+    return Subset(dataset, range(min(num_scenes, len(dataset))))
+
