@@ -17,9 +17,9 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["model*", "data*", "train*", "refine*", "bench*"]),
-    py_modules=["infer"],
-    package_data={"": ["*.yaml"]},
+    packages=find_packages(include=["model*", "data*", "train*", "refine*", "inference*"]),
+    py_modules=["infer", "evaluate"],
+    package_data={"train": ["configs/*.yaml"]},
     include_package_data=True,
     install_requires=[
         TORCH,

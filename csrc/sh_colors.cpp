@@ -1,0 +1,109 @@
+// View-dependent colour from SH coefficients, forward and backward:
+//   colour[b, c, n] = max(sum_j basis_j(dir) * coeffs[b, n, j] + 0.5, 0)
+//   dir = normalise(means[b, n] - campos[b, c])
+// (the +0.5 offset and the clamp follow gsplat / graphdeco).
+#include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros_like.h>
+
+#include <cmath>
+
+#include "sh.h"
+#include "splat.h"
+
+namespace splat {
+namespace {
+
+// Unit direction from the camera centre to the Gaussian, and the distance (0 when they coincide,
+// in which case the direction is zero and carries no gradient).
+inline float unit_dir(const float* mean, const float* campos, float d[3]) {
+  const float vx = mean[0] - campos[0], vy = mean[1] - campos[1], vz = mean[2] - campos[2];
+  const float len = std::sqrt(vx * vx + vy * vy + vz * vz);
+  const float inv = len > 0.f ? 1.f / len : 0.f;
+  d[0] = vx * inv;
+  d[1] = vy * inv;
+  d[2] = vz * inv;
+  return len;
+}
+
+}  // namespace
+
+at::Tensor sh_forward(int64_t degree, const at::Tensor& means, const at::Tensor& campos,
+                      const at::Tensor& coeffs) {
+  const int64_t B = means.size(0), N = means.size(1), C = campos.size(1), K = coeffs.size(2);
+  const int deg = static_cast<int>(degree), n_basis = (deg + 1) * (deg + 1);
+  at::Tensor colors = at::empty({B, C, N, 3}, means.options());
+  const float* m_ptr = means.data_ptr<float>();
+  const float* cam_ptr = campos.data_ptr<float>();
+  const float* sh_ptr = coeffs.data_ptr<float>();
+  float* out = colors.data_ptr<float>();
+
+  at::parallel_for(0, B * C * N, 2048, [&](int64_t begin, int64_t end) {
+    float basis[16], d[3];
+    for (int64_t idx = begin; idx < end; ++idx) {
+      const int64_t b = idx / (C * N), c = (idx / N) % C, n = idx % N;
+      const int64_t g = b * N + n;
+      unit_dir(m_ptr + 3 * g, cam_ptr + 3 * (b * C + c), d);
+      sh_basis(deg, d[0], d[1], d[2], basis);
+      const float* sh = sh_ptr + g * K * 3;
+      for (int k = 0; k < 3; ++k) {
+        float acc = 0.5f;
+        for (int j = 0; j < n_basis; ++j) acc += basis[j] * sh[3 * j + k];
+        out[3 * idx + k] = acc > 0.f ? acc : 0.f;
+      }
+    }
+  });
+  return colors;
+}
+
+std::tuple<at::Tensor, at::Tensor> sh_backward(int64_t degree, const at::Tensor& means,
+                                               const at::Tensor& campos, const at::Tensor& coeffs,
+                                               const at::Tensor& v_colors) {
+  const int64_t B = means.size(0), N = means.size(1), C = campos.size(1), K = coeffs.size(2);
+  const int deg = static_cast<int>(degree), n_basis = (deg + 1) * (deg + 1);
+  at::Tensor v_means = at::zeros_like(means);
+  at::Tensor v_coeffs = at::zeros_like(coeffs);
+  const float* m_ptr = means.data_ptr<float>();
+  const float* cam_ptr = campos.data_ptr<float>();
+  const float* sh_ptr = coeffs.data_ptr<float>();
+  const float* vc_ptr = v_colors.data_ptr<float>();
+  float* gm_ptr = v_means.data_ptr<float>();
+  float* gsh_ptr = v_coeffs.data_ptr<float>();
+
+  // One task per Gaussian looping over cameras, so each gradient row has a single writer.
+  at::parallel_for(0, B * N, 512, [&](int64_t begin, int64_t end) {
+    float basis[16], w[16], d[3], grad_d[3];
+    for (int64_t g = begin; g < end; ++g) {
+      const int64_t b = g / N, n = g % N;
+      const float* sh = sh_ptr + g * K * 3;
+      float* gsh = gsh_ptr + g * K * 3;
+      for (int64_t c = 0; c < C; ++c) {
+        const int64_t idx = (b * C + c) * N + n;
+        const float* vcol = vc_ptr + 3 * idx;
+        if (vcol[0] == 0.f && vcol[1] == 0.f && vcol[2] == 0.f) continue;
+        const float len = unit_dir(m_ptr + 3 * g, cam_ptr + 3 * (b * C + c), d);
+        sh_basis(deg, d[0], d[1], d[2], basis);
+        float v[3];  // gradient of the pre-clamp colour
+        for (int k = 0; k < 3; ++k) {
+          float acc = 0.5f;
+          for (int j = 0; j < n_basis; ++j) acc += basis[j] * sh[3 * j + k];
+          v[k] = acc >= 0.f ? vcol[k] : 0.f;
+        }
+        for (int j = 0; j < n_basis; ++j) {
+          gsh[3 * j] += basis[j] * v[0];
+          gsh[3 * j + 1] += basis[j] * v[1];
+          gsh[3 * j + 2] += basis[j] * v[2];
+          w[j] = sh[3 * j] * v[0] + sh[3 * j + 1] * v[1] + sh[3 * j + 2] * v[2];
+        }
+        if (deg < 1 || len <= 0.f) continue;
+        sh_basis_vjp(deg, d[0], d[1], d[2], w, grad_d);
+        // Through the normalisation: (I - d d^T) / |v|.
+        const float radial = grad_d[0] * d[0] + grad_d[1] * d[1] + grad_d[2] * d[2];
+        for (int i = 0; i < 3; ++i) gm_ptr[3 * g + i] += (grad_d[i] - radial * d[i]) / len;
+      }
+    }
+  });
+  return {v_means, v_coeffs};
+}
+
+}  // namespace splat

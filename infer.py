@@ -1,0 +1,138 @@
+"""Reconstruct a scene from posed views: Gaussians (PLY), held-out renders, metrics and a video.
+
+    python infer.py                                  # the embedded demo: a procedural room, shipped model
+    python infer.py --views SCENE_DIR --checkpoint CKPT --eval --video --out results/scene
+
+SCENE_DIR may be a DL3DV / nerfstudio folder (transforms.json), the official Long-LRM processed
+format (opencv_cameras.json) or a COLMAP sparse model. See README.md for every option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+EXIT_BAD_INPUT = 2
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--views", type=Path, help="scene folder; default: the embedded procedural demo scene")
+    p.add_argument("--checkpoint", type=Path, help="our .safetensors / run directory, or the official Long-LRM .pt; "
+                   "default: the shipped demo checkpoint")
+    p.add_argument("--num-views", type=int, help="input views (16, 32 and 64 are typical; default: what the "
+                   "checkpoint was trained with, else 32)")
+    p.add_argument("--resolution", help="short side (e.g. 544) or WxH (e.g. 960x544), multiples of 16; "
+                   "default: the checkpoint's training resolution")
+    p.add_argument("--min-opacity", type=float, default=0.001, help="drop Gaussians at or below this opacity")
+    p.add_argument("--keep-ratio", type=float, help="then keep this fraction of the most opaque Gaussians")
+    p.add_argument("--refine-steps", type=int, default=0, help="per-scene 3DGS refinement steps after prediction")
+    p.add_argument("--robust", action="store_true", help="robust (SpotlessSplats) refinement for transient objects")
+    p.add_argument("--out", type=Path, help="output folder (default: outputs/<scene>-<time>)")
+    p.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty --out (files there "
+                   "with our output names are replaced; nothing else is touched)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--video", action="store_true", help="render video.mp4 along a smooth path through the inputs")
+    p.add_argument("--eval", action="store_true", help="hold out every 8th frame and report PSNR/SSIM/LPIPS on it")
+    p.add_argument("--no-lpips", action="store_true", help="skip the LPIPS metric")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        return run(args)
+    except (ValueError, FileNotFoundError, NotADirectoryError, FileExistsError, RuntimeError) as err:
+        if args.debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from inference.checkpoint import DEMO_CHECKPOINT, load_checkpoint
+    from inference.reconstruct import Options, reconstruct
+    from inference.views import parse_resolution
+
+    torch.set_flush_denormal(True)
+    demo = args.views is None
+    if args.num_views is not None and args.num_views < 2:
+        raise ValueError(f"--num-views must be at least 2, got {args.num_views}")
+    if args.keep_ratio is not None and not 0 < args.keep_ratio <= 1:
+        raise ValueError(f"--keep-ratio must be in (0, 1], got {args.keep_ratio}")
+    if args.refine_steps < 0:
+        raise ValueError(f"--refine-steps must be >= 0, got {args.refine_steps}")
+    resolution = parse_resolution(args.resolution) if args.resolution else None
+    device = _device(args.device)
+    if not demo and not args.views.exists():
+        raise FileNotFoundError(f"--views {args.views} does not exist; pass a scene folder")
+
+    started = time.perf_counter()
+    if demo:
+        from inference.demo import demo_scene
+
+        print("no --views given: reconstructing the embedded procedural demo scene with the shipped checkpoint")
+        scene = demo_scene()
+    else:
+        from data.open_scene import open_scene
+
+        scene = open_scene(args.views)
+    out_dir = _prepare_out(args.out or Path("outputs") / f"{_slug(scene.scene_id)}-{time.strftime('%Y%m%d-%H%M%S')}",
+                           args.overwrite)
+    loaded = load_checkpoint(args.checkpoint or DEMO_CHECKPOINT, device)
+    print(f"checkpoint: {loaded.path} ({loaded.source}, {sum(p.numel() for p in loaded.model.parameters()) / 1e6:.2f}M "
+          f"parameters) on {device}")
+    num_views = args.num_views or loaded.num_views or 32
+    options = Options(num_views=num_views, resolution=resolution, holdout=args.eval or demo,
+                      min_opacity=args.min_opacity, keep_ratio=args.keep_ratio, refine_steps=args.refine_steps,
+                      robust=args.robust, video=args.video, lpips=not args.no_lpips)
+    result = reconstruct(scene, loaded, options, out_dir, device)
+    _summary(result, time.perf_counter() - started)
+    return 0
+
+
+def _device(name: str):
+    import torch
+
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was requested but no CUDA device is available; use --device cpu")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def _prepare_out(out: Path, overwrite: bool) -> Path:
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {out} is a file; choose a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"--out {out} exists and is not empty; choose another folder or pass --overwrite")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in text)[:60] or "scene"
+
+
+def _summary(result, total: float) -> None:
+    h, w = result.size
+    print(f"\nviews: {result.num_inputs} inputs, {result.num_targets} held out, at {w}x{h}")
+    print(f"Gaussians: {result.predicted:,} predicted, {result.kept:,} kept")
+    print("seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in result.seconds.items()) + f" (total {total:.1f})")
+    for label, metrics in (("held-out", result.metrics), ("after refinement", result.refined_metrics)):
+        if metrics:
+            lp = f"{metrics['lpips']:.3f}" if metrics.get("lpips") is not None else "n/a"
+            print(f"{label}: PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f}, LPIPS {lp}")
+    print(f"outputs in {result.out_dir}/: gaussians.ply, cameras.json, metrics.json"
+          + (", renders/" if result.num_targets else "") + (", video.mp4" if (result.out_dir / "video.mp4").exists() else ""))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""One scene in, everything out: views -> Gaussians -> pruned PLY, held-out renders, metrics, video.
+
+The network sees poses normalised on its input cameras; renders and refinement happen in that
+frame, and the Gaussians are mapped back to the scene's own world frame only for the PLY.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from data.batch import Sample
+from data.normalize import denormalize_gaussians
+from data.scene import Scene
+from model.cameras import Cameras
+from model.gaussians import Gaussians
+from model.ply import save_ply
+from train.render_targets import render_targets
+
+from .camera_path import smooth_path
+from .checkpoint import LoadedModel
+from .evaluation import image_metrics, mean_metrics
+from .outputs import save_png, write_json, write_video
+from .timer import StageTimer
+from .views import Resolution, choose_views, load_sample
+
+log = logging.getLogger("inference")
+
+
+@dataclass
+class Options:
+    num_views: int = 32
+    resolution: Resolution | None = None  # None: what the checkpoint was trained at
+    holdout: bool = False  # hold out every 8th frame and report metrics on it
+    min_opacity: float | None = 0.001
+    keep_ratio: float | None = None
+    refine_steps: int = 0
+    robust: bool = False
+    video: bool = False
+    video_frames: int = 120
+    lpips: bool = True
+    backend: str = "auto"  # renderer backend
+
+
+@dataclass
+class Result:
+    out_dir: Path
+    num_inputs: int
+    num_targets: int
+    size: tuple[int, int]  # (height, width) the network saw
+    predicted: int
+    kept: int
+    seconds: dict[str, float]
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    refined_metrics: dict[str, float | None] = field(default_factory=dict)
+
+
+def render_views(gaussians: Gaussians, cameras: Cameras, backend: str, what: str) -> Tensor:
+    """One scene's Gaussians [N] into cameras [T] -> images [T, H, W, 3], one view at a time."""
+    batch = Gaussians.stack([gaussians])
+    images = [render_targets(batch, cameras[None, t:t + 1], checkpoint_views=False, backend=backend)[0, 0]
+              for t in tqdm(range(cameras.shape[0]), desc=what, unit="view", leave=False)]
+    return torch.stack(images)
+
+
+def predict(loaded: LoadedModel, sample: Sample, options: Options, device: torch.device,
+            timer: StageTimer) -> tuple[Gaussians, int]:
+    """One forward pass on the sample's inputs, then pruning: (kept Gaussians [N], predicted count)."""
+    images = sample.input_images.to(device)[None]  # [1, V, H, W, 3]
+    cameras = sample.input_cameras.to(device).reshape(1, sample.input_images.shape[0])
+    with timer.stage("predict"), torch.inference_mode():
+        predicted = loaded.model(images, cameras).gaussians.scene(0)
+    with timer.stage("prune"):
+        return predicted.prune(options.min_opacity, options.keep_ratio), predicted.count
+
+
+def reconstruct(scene: Scene, loaded: LoadedModel, options: Options, out_dir: Path, device: torch.device) -> Result:
+    timer = StageTimer(device)
+    resolution = options.resolution or checkpoint_resolution(loaded)
+    with timer.stage("load views"):
+        inputs, targets = choose_views(scene, options.num_views, options.holdout)
+        sample = load_sample(scene, inputs, targets, resolution, loaded.scene_scale)
+    height, width = sample.input_images.shape[1:3]
+    log.info("%d input views, %d held-out views at %dx%d", len(inputs), len(targets), width, height)
+
+    gaussians, predicted = predict(loaded, sample, options, device, timer)
+    result = Result(out_dir, len(inputs), len(targets), (height, width), predicted, gaussians.count, timer.seconds)
+
+    renders = out_dir / "renders"
+    if targets:
+        renders.mkdir(exist_ok=True)
+        targets_gt = sample.target_images
+        target_cams = sample.target_cameras.to(device)
+        with timer.stage("render"):
+            pred = render_views(gaussians, target_cams, options.backend, "rendering held-out views").cpu()
+        with timer.stage("metrics"):
+            per_view = image_metrics(pred, targets_gt, options.lpips)
+        result.metrics = mean_metrics(per_view)
+        names = [Path(scene.names[i]).stem for i in targets]
+        for name, p, t in zip(names, pred, targets_gt):
+            save_png(p, renders / f"{name}_pred.png")
+            save_png(t, renders / f"{name}_gt.png")
+    if options.refine_steps > 0:
+        from refine import RefineConfig, refine
+
+        config = RefineConfig.preset("short").replace(steps=options.refine_steps, robust=options.robust,
+                                                      backend=options.backend)
+        with timer.stage("refine"):
+            gaussians, _ = refine(gaussians, sample.input_images.to(device), sample.input_cameras.to(device), config)
+        if targets:
+            with timer.stage("render"):
+                refined = render_views(gaussians, target_cams, options.backend, "rendering refined views").cpu()
+            refined_per_view = image_metrics(refined, targets_gt, options.lpips)
+            result.refined_metrics = mean_metrics(refined_per_view)
+            for name, p in zip(names, refined):
+                save_png(p, renders / f"{name}_refined.png")
+    if options.video:
+        with timer.stage("video"):
+            order = torch.argsort(sample.input_indices)
+            path = smooth_path(sample.input_cameras.c2w[order], options.video_frames).float()
+            path_cams = Cameras(sample.input_cameras.intrinsics[:1].expand(len(path), 4), path, width, height)
+            frames = render_views(gaussians, path_cams.to(device), options.backend, "rendering video").cpu()
+            write_video(list(frames), out_dir / "video.mp4")
+
+    with timer.stage("save"):
+        world = denormalize_gaussians(gaussians.to("cpu"), sample.normalization)
+        save_ply(world, out_dir / "gaussians.ply")
+        write_json(_cameras_json(scene, sample), out_dir / "cameras.json")
+        metrics = {"scene": scene.scene_id, "num_inputs": len(inputs), "num_targets": len(targets),
+                   "width": width, "height": height, "gaussians_predicted": result.predicted,
+                   "gaussians_kept": result.kept, "seconds": dict(timer.seconds), "mean": result.metrics}
+        if targets:
+            metrics["per_view"] = [{"frame": scene.names[f], **{k: v[i] for k, v in per_view.items()}}
+                                   for i, f in enumerate(targets)]
+        if result.refined_metrics:
+            metrics["refined_mean"] = result.refined_metrics
+            metrics["refined_per_view"] = [{"frame": scene.names[f], **{k: v[i] for k, v in refined_per_view.items()}}
+                                           for i, f in enumerate(targets)]
+        write_json(metrics, out_dir / "metrics.json")
+    return result
+
+
+def checkpoint_resolution(loaded: LoadedModel) -> Resolution:
+    r = loaded.resolution
+    if not r:
+        return Resolution(mode="full", size=540)
+    return Resolution(mode=r.get("mode", "full"), size=int(r.get("size", 540)), multiple=int(r.get("multiple", 16)))
+
+
+def _cameras_json(scene: Scene, sample) -> dict:
+    """Cameras as used (intrinsics at the network's resolution) in the scene's world frame, OpenCV axes."""
+    def entries(indices: Tensor, cams: Cameras) -> list[dict]:
+        return [{"frame": scene.names[int(f)], "index": int(f), "c2w": scene.c2w[int(f)].tolist(),
+                 "fx": float(k[0]), "fy": float(k[1]), "cx": float(k[2]), "cy": float(k[3])}
+                for f, k in zip(indices, cams.intrinsics)]
+    return {
+        "convention": "OpenCV axes (x right, y down, z forward), c2w camera-to-world, pixel centres at +0.5",
+        "width": sample.input_cameras.width, "height": sample.input_cameras.height,
+        "world_to_normalized": sample.normalization.tolist(),
+        "inputs": entries(sample.input_indices, sample.input_cameras),
+        "targets": entries(sample.target_indices, sample.target_cameras),
+    }

@@ -1,0 +1,85 @@
+"""Tokens -> one 3D Gaussian per input pixel.
+
+A token covers a P x P pixel patch (P = 16 after the merge) and is decoded by one linear map into
+P*P*59 numbers, laid out [pixel row][pixel column][channel]. The 59 channels per pixel, in the
+official order: 3 distance logits, 48 SH coefficients ([16 coefficients][rgb]), 3 log-scales,
+4 quaternion (w, x, y, z, as gsplat takes it), 1 opacity.
+
+Gaussians are pixel-aligned: the mean sits on the pixel's ray at distance
+sigmoid(mean of the 3 distance logits) * max_dist, so it can only move along the ray, in front of
+the camera, at most max_dist away. Scales are capped (log-scale <= scale_max) and start small
+(scale_bias); opacities start low (opacity_bias) so early training is not one opaque blur.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from model.config import GaussianHeadConfig
+from model.gaussians import Gaussians
+
+
+class GaussianHead(nn.Module):
+    def __init__(self, dim: int, patch_size: int, cfg: GaussianHeadConfig):
+        super().__init__()
+        self.patch_size, self.cfg = patch_size, cfg
+        self.norm = nn.LayerNorm(dim, bias=False)
+        self.proj = nn.Linear(dim, cfg.channels * patch_size**2, bias=False)
+        nn.init.normal_(self.proj.weight, std=0.02)
+
+    def raw(self, tokens: Tensor, views: int, h: int, w: int) -> Tensor:
+        """tokens [B, V*h*w, D] -> raw per-pixel channels [B, V, h*P, w*P, 59] in float32."""
+        b, p = tokens.shape[0], self.patch_size
+        out = self.proj(self.norm(tokens)).float()  # [B, V*h*w, P*P*59]
+        out = out.view(b, views, h, w, p, p, -1).permute(0, 1, 2, 4, 3, 5, 6)  # [B, V, h, P, w, P, 59]
+        return out.reshape(b, views, h * p, w * p, -1)
+
+    def activate(self, raw: Tensor, origins: Tensor, dirs: Tensor) -> tuple[dict[str, Tensor], Tensor]:
+        """raw [..., 59], origins and unit dirs [..., 3] -> (Gaussian fields [..., *], distance [...])."""
+        cfg = self.cfg
+        k = (cfg.sh_degree + 1) ** 2
+        xyz, sh, scale, quat, opacity = raw.split([3, 3 * k, 3, 4, 1], dim=-1)
+        distance = torch.sigmoid(xyz.mean(-1)) * cfg.max_dist  # [...]
+        fields = {
+            "means": origins + distance[..., None] * dirs,
+            "log_scales": torch.clamp(scale + cfg.scale_bias, max=cfg.scale_max),
+            "quats": F.normalize(quat, dim=-1),  # wxyz
+            "opacity_logits": opacity[..., 0] + cfg.opacity_bias,
+            "sh": sh.unflatten(-1, (k, 3)),  # [..., K, 3]
+        }
+        return fields, distance
+
+    def forward(self, tokens: Tensor, origins: Tensor, dirs: Tensor) -> tuple[Gaussians, Tensor]:
+        """tokens [B, V*h*w, D] image tokens; origins, dirs [B, V, H, W, 3] pixel rays.
+
+        Returns Gaussians with fields [B, V*H*W, ...] (view-major, then pixel rows, then columns)
+        and the distances along the rays [B, V, H, W]. Decodes `views_per_chunk` views at a time;
+        without autograd each chunk is written straight into preallocated outputs, so peak memory
+        is the output plus one chunk's temporaries.
+        """
+        b, v, height, width, _ = origins.shape
+        h, w = height // self.patch_size, width // self.patch_size
+        step = self.cfg.views_per_chunk
+        spans = [(v0, min(v, v0 + step)) for v0 in range(0, v, step)]
+
+        def decode(v0: int, v1: int) -> tuple[dict[str, Tensor], Tensor]:
+            raw = self.raw(tokens[:, v0 * h * w:v1 * h * w], v1 - v0, h, w)
+            return self.activate(raw, origins[:, v0:v1].float(), dirs[:, v0:v1].float())
+
+        if torch.is_grad_enabled() or len(spans) == 1:
+            parts = [decode(v0, v1) for v0, v1 in spans]
+            fields = {name: torch.cat([f[name] for f, _ in parts], dim=1) for name in parts[0][0]}
+            dist = torch.cat([d for _, d in parts], dim=1)
+        else:
+            fields, dist = {}, None
+            for v0, v1 in spans:
+                part, d = decode(v0, v1)
+                if dist is None:
+                    fields = {name: t.new_empty(b, v, *t.shape[2:]) for name, t in part.items()}
+                    dist = d.new_empty(b, v, *d.shape[2:])
+                for name, t in part.items():
+                    fields[name][:, v0:v1] = t
+                dist[:, v0:v1] = d
+        return Gaussians(**{name: t.flatten(1, 3) for name, t in fields.items()}), dist

@@ -1,0 +1,159 @@
+"""Bidirectional Mamba2 block, parameter-compatible with the official Long-LRM checkpoint.
+
+One input projection produces, per token, the gate z, the scan input x, the state input/readout
+B and C, and the step sizes dt. Two scans read it, one forwards and one over the reversed sequence;
+each has its own short causal convolution, dt_bias, A_log, D and gated-RMSNorm weight. Their
+normalised, gated outputs are summed (not averaged) and go through one shared output projection.
+Sharing the projections keeps the parameter count close to a single Mamba2 while every token sees
+the whole sequence.
+
+Parameter names follow the official code (`mamba.in_proj`, `mamba.mamba_scans.{0,1}.conv1d`, ...),
+so its checkpoint maps onto these modules without renaming inside a block.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from model import ssd
+from model.config import MambaConfig
+
+try:
+    from causal_conv1d import causal_conv1d_fn
+except Exception:  # CPU-only machines: causal-conv1d is a CUDA-only extra
+    causal_conv1d_fn = None
+
+logger = logging.getLogger("model.mamba2")
+_logged: set[str] = set()
+
+
+def _log_once(message: str) -> None:
+    if message not in _logged:
+        _logged.add(message)
+        logger.info(message)
+
+
+def causal_conv1d_ref(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """Depthwise causal convolution, then SiLU: out[t] = silu(bias + sum_k weight[k] * x[t - K + 1 + k]).
+
+    x [b, l, d] (sequence-major, the layout the projections produce), weight [d, K], bias [d].
+    Computed as K shifted multiply-adds over the left-zero-padded sequence: for a kernel of 4 taps
+    this beats a transposed grouped F.conv1d on CPU and keeps the tensors in their natural layout.
+    """
+    k, l = weight.shape[-1], x.shape[1]
+    padded = F.pad(x, (0, 0, k - 1, 0))  # [b, l + k - 1, d]
+    y = padded[:, :l] * weight[:, 0]
+    for j in range(1, k):
+        y = torch.addcmul(y, padded[:, j:j + l], weight[:, j])
+    return F.silu(y + bias if bias is not None else y)
+
+
+def causal_conv1d(x: Tensor, weight: Tensor, bias: Tensor | None, backend: str = "auto") -> Tensor:
+    """`causal_conv1d_ref` (x [b, l, d]) on the fastest available backend: causal-conv1d's CUDA kernel or PyTorch."""
+    if backend != "torch" and causal_conv1d_fn is not None and x.is_cuda:
+        _log_once("causal conv1d: causal-conv1d CUDA kernel")
+        return causal_conv1d_fn(x.transpose(1, 2), weight, bias, activation="silu").transpose(1, 2)
+    if backend == "kernel":
+        raise RuntimeError("conv backend 'kernel' requested but causal-conv1d is unavailable or tensors are not on CUDA")
+    _log_once("causal conv1d: PyTorch shifted multiply-adds")
+    return causal_conv1d_ref(x, weight, bias)
+
+
+class GatedRMSNorm(nn.Module):
+    """rmsnorm(y * silu(z)) * weight, normalising each group of channels separately, in float32.
+
+    Gating before the norm (the official `norm_before_gate=False`) lets the gate shape which
+    channels dominate the normalisation statistics.
+    """
+
+    def __init__(self, dim: int, groups: int = 1, eps: float = 1e-5):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.groups = groups
+        self.eps = eps
+
+    def forward(self, y: Tensor, z: Tensor) -> Tensor:
+        # y, z [..., dim]
+        h = (y.float() * F.silu(z.float())).unflatten(-1, (self.groups, -1))  # [..., groups, dim/groups]
+        h = h * torch.rsqrt(h.square().mean(-1, keepdim=True) + self.eps)
+        return (h.flatten(-2) * self.weight.float()).to(y.dtype)
+
+
+class ScanDirection(nn.Module):
+    """Everything one scan direction owns: conv, SSM parameters and the output norm."""
+
+    def __init__(self, d_inner: int, nheads: int, cfg: MambaConfig):
+        super().__init__()
+        self.d_inner, self.nheads, self.cfg = d_inner, nheads, cfg
+        conv_dim = d_inner + 2 * cfg.ngroups * cfg.d_state  # x, B and C are convolved; z and dt are not
+        self.conv1d = nn.Conv1d(conv_dim, conv_dim, cfg.d_conv, groups=conv_dim, bias=True)
+        # dt_bias = softplus^-1(dt0) with dt0 log-uniform in [dt_min, dt_max]: per-head time scales
+        # spread over two decades at initialisation.
+        dt0 = torch.exp(torch.rand(nheads) * (math.log(cfg.dt_max) - math.log(cfg.dt_min)) + math.log(cfg.dt_min))
+        dt0 = dt0.clamp(min=cfg.dt_init_floor)
+        self.dt_bias = nn.Parameter(dt0 + torch.log(-torch.expm1(-dt0)))
+        # A = -exp(A_log) < 0 keeps the recurrence stable; |A| uniform in A_init_range.
+        self.A_log = nn.Parameter(torch.empty(nheads).uniform_(*cfg.A_init_range).log())
+        self.D = nn.Parameter(torch.ones(nheads))  # skip connection x -> y, per head
+        self.norm = GatedRMSNorm(d_inner, cfg.ngroups, cfg.norm_eps)
+
+    def forward(self, zxbcdt: Tensor, backend: str = "auto") -> Tensor:
+        # zxbcdt [b, l, 2*d_inner + 2*G*N + H] -> [b, l, d_inner]
+        cfg, gn = self.cfg, self.cfg.ngroups * self.cfg.d_state
+        z, xbc, dt = zxbcdt.split([self.d_inner, self.d_inner + 2 * gn, self.nheads], dim=-1)
+        xbc = causal_conv1d(xbc, self.conv1d.weight[:, 0], self.conv1d.bias, backend)  # [b, l, d_inner + 2*G*N]
+        x, B, C = xbc.split([self.d_inner, gn, gn], dim=-1)
+        y = ssd.scan(
+            x.unflatten(-1, (self.nheads, cfg.headdim)),  # [b, l, H, P]
+            dt,  # [b, l, H]
+            -torch.exp(self.A_log.float()),  # [H]
+            B.unflatten(-1, (cfg.ngroups, cfg.d_state)),  # [b, l, G, N]
+            C.unflatten(-1, (cfg.ngroups, cfg.d_state)),
+            cfg.chunk_size,
+            D=self.D,
+            dt_bias=self.dt_bias,
+            dt_softplus=True,
+            torch_chunk_size=cfg.cpu_chunk_size,
+            backend=backend,
+        )
+        return self.norm(y.flatten(-2), z)  # [b, l, d_inner]
+
+
+class BiMamba2(nn.Module):
+    """Shared in_proj -> forward scan + flipped backward scan -> sum -> shared out_proj."""
+
+    def __init__(self, d_model: int, cfg: MambaConfig, backend: str = "auto"):
+        super().__init__()
+        d_inner = cfg.expand * d_model
+        nheads = d_inner // cfg.headdim
+        self.backend = backend
+        # Output order [z, x, B, C, dt], as the official checkpoint's in_proj rows.
+        self.in_proj = nn.Linear(d_model, 2 * d_inner + 2 * cfg.ngroups * cfg.d_state + nheads, bias=False)
+        self.mamba_scans = nn.ModuleList([ScanDirection(d_inner, nheads, cfg) for _ in range(2)])
+        self.out_proj = nn.Linear(d_inner, d_model, bias=False)
+
+    def forward(self, u: Tensor) -> Tensor:
+        # u [b, l, d_model]
+        zxbcdt = self.in_proj(u)  # [b, l, d_in_proj]
+        forward = self.mamba_scans[0](zxbcdt, self.backend)
+        backward = self.mamba_scans[1](zxbcdt.flip(1), self.backend).flip(1)
+        return self.out_proj(forward + backward)
+
+
+class Mamba2Block(nn.Module):
+    """Pre-norm residual block x + BiMamba2(RMSNorm(x)); no MLP, as in the official model."""
+
+    def __init__(self, d_model: int, cfg: MambaConfig, backend: str = "auto"):
+        super().__init__()
+        self.norm = nn.RMSNorm(d_model, eps=cfg.norm_eps)
+        self.mamba = BiMamba2(d_model, cfg, backend)
+
+    def forward(self, x: Tensor) -> Tensor:
+        # The norm runs in float32 and returns x's dtype, like mamba_ssm's fused RMSNorm, so a
+        # bfloat16 residual stream (after the merge under autocast) keeps the official numerics.
+        return x + self.mamba(self.norm(x.float()).to(x.dtype))

@@ -1,0 +1,5 @@
+"""Differentiable Gaussian rasterization with gsplat's signature: gsplat on CUDA, C++ on CPU."""
+
+from .api import rasterize
+
+__all__ = ["rasterize"]

@@ -1,0 +1,259 @@
+"""The Mamba2 selective-state-space scan (SSD), in pure PyTorch, plus a dispatcher to the CUDA kernel.
+
+The scan, per head h (P channels) with a shared-per-group state input B_t and readout C_t (N each):
+
+    state_t = exp(dt_t * A_h) * state_{t-1} + dt_t * x_t B_t^T        # [P, N]
+    y_t     = state_t C_t + D_h * x_t                                   # [P]
+    y_t     = y_t * silu(z_t)                                           # only if z is given
+
+`chunk_scan_ref` runs this literally, one time step at a time: slow, obviously right, the test oracle.
+`chunk_scan` computes the same thing in chunks of Q steps (Mamba2's "state space duality"):
+inside a chunk the map x -> y is a masked Q x Q matrix (a small attention), and only one state per
+chunk is carried across chunk boundaries. Almost all the work becomes batched matrix products,
+which is what a CPU does fast. Results do not depend on Q beyond float rounding.
+
+`scan` chooses between mamba_ssm's fused kernel (CUDA tensors, when mamba_ssm imports) and
+`chunk_scan`, and logs the decision once.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+try:
+    from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
+except Exception:  # CPU-only machines: mamba_ssm is a CUDA-only extra
+    mamba_chunk_scan_combined = None
+
+logger = logging.getLogger("model.ssd")
+
+_NO_LIMIT = (0.0, math.inf)
+
+
+def _prepare_dt(dt: Tensor, dt_bias: Tensor | None, dt_softplus: bool, dt_limit: tuple[float, float]) -> Tensor:
+    """Step sizes as the kernel sees them: optional bias, softplus, then clamp."""
+    if dt_bias is not None:
+        dt = dt + dt_bias
+    if dt_softplus:
+        dt = F.softplus(dt)
+    if tuple(dt_limit) != _NO_LIMIT:
+        dt = dt.clamp(min=dt_limit[0], max=dt_limit[1])
+    return dt
+
+
+def _skip_and_gate(y: Tensor, x: Tensor, D: Tensor | None, z: Tensor | None) -> Tensor:
+    """y + D x, then y * silu(z): the two extras mamba_chunk_scan_combined applies after the scan."""
+    if D is not None:
+        y = y + x * (D[:, None] if D.dim() == 1 else D)  # D [H] or [H, P]
+    if z is not None:
+        y = y * F.silu(z)
+    return y
+
+
+def _check_shapes(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None, z: Tensor | None) -> None:
+    if x.dim() != 4:
+        raise ValueError(f"x must be [batch, length, heads, headdim], got {tuple(x.shape)}")
+    b, l, h, p = x.shape
+    if dt.shape != (b, l, h):
+        raise ValueError(f"dt must be {(b, l, h)}, got {tuple(dt.shape)}")
+    if A.shape != (h,):
+        raise ValueError(f"A must be ({h},), got {tuple(A.shape)}")
+    if B.dim() != 4 or B.shape[:2] != (b, l) or B.shape != C.shape:
+        raise ValueError(f"B and C must both be [{b}, {l}, groups, d_state], got {tuple(B.shape)} and {tuple(C.shape)}")
+    if h % B.shape[2] != 0:
+        raise ValueError(f"heads ({h}) must be a multiple of groups ({B.shape[2]})")
+    if D is not None and D.shape not in ((h,), (h, p)):
+        raise ValueError(f"D must be ({h},) or ({h}, {p}), got {tuple(D.shape)}")
+    if z is not None and z.shape != x.shape:
+        raise ValueError(f"z must have the shape of x {tuple(x.shape)}, got {tuple(z.shape)}")
+
+
+def chunk_scan_ref(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None,
+                   z: Tensor | None = None, dt_bias: Tensor | None = None, dt_softplus: bool = False,
+                   dt_limit: tuple[float, float] = _NO_LIMIT) -> Tensor:
+    """The recurrence, one time step at a time, in the dtype of the inputs (use float64 as an oracle).
+
+    Same arguments and result as `chunk_scan`, without the chunk size.
+    """
+    _check_shapes(x, dt, A, B, C, D, z)
+    b, l, h, p = x.shape
+    g = B.shape[2]
+    dt = _prepare_dt(dt, dt_bias, dt_softplus, dt_limit)  # [b, l, h]
+    B = B.repeat_interleave(h // g, dim=2)  # [b, l, h, n]: head h reads group h // (h/g)
+    C = C.repeat_interleave(h // g, dim=2)
+    state = x.new_zeros(b, h, p, B.shape[-1])  # [b, h, p, n]
+    ys = []
+    for t in range(l):
+        decay = torch.exp(dt[:, t] * A)  # [b, h]
+        inject = (dt[:, t, :, None] * x[:, t])[..., None] * B[:, t, :, None, :]  # [b, h, p, n]
+        state = decay[..., None, None] * state + inject
+        ys.append((state * C[:, t, :, None, :]).sum(-1))  # [b, h, p]
+    y = torch.stack(ys, dim=1)  # [b, l, h, p]
+    return _skip_and_gate(y, x, D, z)
+
+
+class _StatePassing(torch.autograd.Function):
+    """Carry the state across the chunks of one slab: s_0 = s_in, s_{k+1} = a_k * s_k + u_k.
+
+    Returns (s_0 .. s_{c-1} stacked, s_c). A hand-written backward (the same recurrence run in
+    reverse) keeps this one autograd node instead of c tiny ones, and saves only its own output.
+    """
+
+    @staticmethod
+    def forward(ctx, u: Tensor, a: Tensor, s_in: Tensor) -> tuple[Tensor, Tensor]:
+        # u [c, *S] state each chunk produces; a [c, *] decay across each chunk, broadcastable to S
+        states = torch.empty_like(u)
+        states[0] = s_in
+        for k in range(u.shape[0] - 1):
+            torch.addcmul(u[k], states[k], a[k], out=states[k + 1])
+        s_out = torch.addcmul(u[-1], states[-1], a[-1])
+        ctx.save_for_backward(states, a)
+        return states, s_out
+
+    @staticmethod
+    def backward(ctx, grad_states: Tensor, grad_s_out: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        states, a = ctx.saved_tensors
+        # grad_u[k] is the total gradient reaching s_{k+1}: from s_out for the last chunk, and
+        # grad_states[k+1] plus what flows back through the decay a[k+1] for the others.
+        grad_u = torch.empty_like(states)
+        grad_u[-1] = grad_s_out
+        for k in range(states.shape[0] - 1, 0, -1):
+            torch.addcmul(grad_states[k], grad_u[k], a[k], out=grad_u[k - 1])
+        grad_a = (grad_u * states).sum_to_size(a.shape)
+        grad_s_in = torch.addcmul(grad_states[0], grad_u[0], a[0])
+        return grad_u, grad_a, grad_s_in
+
+
+def chunk_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_size: int, D: Tensor | None = None,
+               z: Tensor | None = None, dt_bias: Tensor | None = None, dt_softplus: bool = False,
+               dt_limit: tuple[float, float] = _NO_LIMIT) -> Tensor:
+    """Chunked SSD scan with the semantics of mamba_ssm's `mamba_chunk_scan_combined`.
+
+    x [b, l, h, p], dt [b, l, h], A [h], B and C [b, l, g, n], D [h] or [h, p], z [b, l, h, p],
+    dt_bias [h]. Returns y [b, l, h, p] in the dtype of x. Any length: a final partial chunk is scanned
+    as a shorter chunk (equivalent to padding it with dt = 0, without the copies).
+    Computes in float32 whatever the input dtype or autocast state: exp of cumulative sums of dt * A
+    loses everything in bfloat16.
+    """
+    _check_shapes(x, dt, A, B, C, D, z)
+    out_dtype = x.dtype
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        x, dt, A, B, C = (t.float() for t in (x, dt, A, B, C))
+        D = D.float() if D is not None else None
+        z = z.float() if z is not None else None
+        dt_bias = dt_bias.float() if dt_bias is not None else None
+        y = _chunk_scan_fp32(x, _prepare_dt(dt, dt_bias, dt_softplus, dt_limit), A, B, C, chunk_size)
+        return _skip_and_gate(y, x, D, z).to(out_dtype)
+
+
+# Elements per slab. The sequence is processed a slab at a time so every intermediate stays a few MB:
+# small blocks are reused by the allocator and stay in cache, while fresh multi-hundred-MB buffers
+# cost more in page faults than the arithmetic done in them.
+_SLAB_ELEMENTS = 1 << 22
+
+
+def _chunk_scan_fp32(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_size: int) -> Tensor:
+    b, l, h, p = x.shape
+    g, n = B.shape[2:]
+    q = min(chunk_size, l)
+    whole = l - l % q
+    slab = max(1, _SLAB_ELEMENTS // (b * h * p * max(n, q))) * q  # tokens per slab
+    # Whole chunks a slab at a time, then any remainder as one shorter chunk (no padding copies).
+    spans = [(min(slab, whole - t0), q) for t0 in range(0, whole, slab)]  # (tokens, chunk size)
+    if whole < l:
+        spans.append((l - whole, l - whole))
+    state = x.new_zeros(b, g, n, h // g, p)  # state entering the next span, [n, heads, p] per group
+    # split (not slicing) so autograd assembles the inputs' gradients with one concatenation
+    lengths = [length for length, _ in spans]
+    ys = []
+    for (length, chunk), x_s, dt_s, B_s, C_s in zip(spans, *(t.split(lengths, dim=1) for t in (x, dt, B, C))):
+        split = (length // chunk, chunk)
+        dt_s = dt_s.unflatten(1, split)  # [b, c, q, h]
+        a_cum = torch.cumsum(dt_s * A, dim=2)  # [b, c, q, h] log-decay since the chunk start, inclusive
+        y, state = _slab_scan(x_s.unflatten(1, split), dt_s, a_cum, B_s.unflatten(1, split),
+                              C_s.unflatten(1, split), state)
+        ys.append(y.flatten(1, 2))  # [b, length, h, p]
+    return torch.cat(ys, dim=1) if len(ys) > 1 else ys[0]
+
+
+def _slab_scan(x: Tensor, dt: Tensor, a_cum: Tensor, B: Tensor, C: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+    """Scan c consecutive chunks given the state entering the first; returns (y, state leaving the last).
+
+    States are kept as [n, heads * p] per group (d_state rows), so both big matmuls below read their
+    operands in BLAS-friendly layouts and the readout lands directly in the output layout.
+    """
+    b, c, q, h, p = x.shape
+    g, n = B.shape[-2:]
+    hg = h // g  # heads per group
+    x_dt = x * dt[..., None]  # [b, c, q, h, p] the input each step injects
+    B_t = B.permute(0, 1, 3, 4, 2)  # [b, c, g, n, q]
+    C_g = C.transpose(2, 3)  # [b, c, g, q, n]
+
+    # 1. Within a chunk: y_l = sum_{s<=l} exp(a_l - a_s) (C_l . B_s) x_dt_s, a masked q x q matrix per head.
+    #    The mask is applied as -inf before exp so masked entries are exactly 0 with finite gradients.
+    cb = C_g @ B_t  # [b, c, g, q, q]
+    causal = torch.ones(q, q, dtype=torch.bool, device=x.device).tril()
+    a_hq = a_cum.transpose(2, 3).contiguous()  # [b, c, h, q]; contiguous so seg and scores are too
+    seg = (a_hq[..., :, None] - a_hq[..., None, :]).masked_fill_(~causal, -math.inf)  # [b, c, h, q, q]
+    scores = seg.exp_().view(b, c, g, hg, q, q) * cb[:, :, :, None]  # [b, c, g, hg, q, q]
+    y_diag = scores.view(b, c, h, q, q) @ x_dt.transpose(2, 3)  # [b, c, h, q, p]
+
+    # 2. The state each chunk leaves behind: sum_s exp(a_last - a_s) B_s x_dt_s^T, one matmul per
+    #    (chunk, group) with all the group's heads side by side.
+    x_end = x_dt * torch.exp(a_cum[:, :, -1:] - a_cum)[..., None]  # [b, c, q, h, p]
+    produced = B_t @ x_end.view(b, c, q, g, hg * p).transpose(2, 3)  # [b, c, g, n, hg*p]
+
+    # 3. Carry states across chunk boundaries (sequential over chunks only).
+    u = produced.view(b, c, g, n, hg, p).transpose(0, 1)  # [c, b, g, n, hg, p]
+    decay = torch.exp(a_cum[:, :, -1]).view(b, c, g, 1, hg, 1).transpose(0, 1)  # [c, b, g, 1, hg, 1]
+    entering, state = _StatePassing.apply(u.contiguous(), decay.contiguous(), state)
+    entering = entering.transpose(0, 1).reshape(b, c, g, n, hg * p)  # [b, c, g, n, hg*p]
+
+    # 4. What the entering state contributes: exp(a_l) C_l . s, one matmul per (chunk, group).
+    y_off = (C_g @ entering).transpose(2, 3).reshape(b, c, q, h, p)  # [b, c, q, h, p]
+    return y_off * torch.exp(a_cum)[..., None] + y_diag.transpose(2, 3), state
+
+
+def kernel_available() -> bool:
+    """True when mamba_ssm's Triton SSD kernel imported (it still needs CUDA tensors)."""
+    return mamba_chunk_scan_combined is not None
+
+
+_logged: set[str] = set()
+
+
+def _log_once(message: str) -> None:
+    if message not in _logged:
+        _logged.add(message)
+        logger.info(message)
+
+
+def scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_size: int, D: Tensor | None = None,
+         z: Tensor | None = None, dt_bias: Tensor | None = None, dt_softplus: bool = False,
+         torch_chunk_size: int | None = None, backend: str = "auto") -> Tensor:
+    """SSD scan on the best available backend.
+
+    backend: "auto" (mamba_ssm kernel for CUDA tensors when importable, else `chunk_scan`),
+    "kernel" (error if impossible) or "torch". `chunk_size` is the kernel's chunk; the PyTorch scan
+    uses `torch_chunk_size` (default: the same), since the best chunk differs between devices.
+    """
+    if backend not in ("auto", "kernel", "torch"):
+        raise ValueError(f"unknown SSD backend {backend!r}; valid: 'auto', 'kernel', 'torch'")
+    use_kernel = backend != "torch" and kernel_available() and x.is_cuda
+    if backend == "kernel" and not use_kernel:
+        reason = "mamba_ssm is not importable" if not kernel_available() else f"tensors are on {x.device}"
+        raise RuntimeError(f"SSD backend 'kernel' requested but unavailable: {reason}")
+    if use_kernel:
+        _log_once("SSD scan: mamba_ssm mamba_chunk_scan_combined (CUDA kernel)")
+        return mamba_chunk_scan_combined(x, dt, A, B, C, chunk_size, D=D, z=z, dt_bias=dt_bias,
+                                         dt_softplus=dt_softplus)
+    reason = "requested" if backend == "torch" else (
+        "mamba_ssm not importable" if not kernel_available() else f"tensors on {x.device}")
+    _log_once(f"SSD scan: pure-PyTorch chunk_scan ({reason})")
+    return chunk_scan(x, dt, A, B, C, torch_chunk_size or chunk_size, D=D, z=z, dt_bias=dt_bias,
+                      dt_softplus=dt_softplus)

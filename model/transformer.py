@@ -1,0 +1,91 @@
+"""Pre-norm transformer block over the whole multi-view token sequence (official layout, no biases).
+
+Attention runs through flash-attn on CUDA with half-precision inputs when it imports, otherwise
+through PyTorch's scaled_dot_product_attention (which has its own fused CPU and CUDA kernels).
+`attention_ref` is the plain softmax formula, the test oracle.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+try:
+    from flash_attn import flash_attn_func
+except Exception:  # CPU-only machines: flash-attn is a CUDA-only extra
+    flash_attn_func = None
+
+logger = logging.getLogger("model.transformer")
+_logged: set[str] = set()
+
+
+def _log_once(message: str) -> None:
+    if message not in _logged:
+        _logged.add(message)
+        logger.info(message)
+
+
+def attention_ref(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """softmax(q k^T / sqrt(d)) v with q, k, v [B, L, H, d]; returns [B, L, H, d]."""
+    scores = torch.einsum("bqhd,bkhd->bhqk", q, k) * q.shape[-1] ** -0.5
+    return torch.einsum("bhqk,bkhd->bqhd", scores.softmax(-1), v)
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, backend: str = "auto") -> Tensor:
+    """Full (non-causal) attention, q, k, v [B, L, H, d] -> [B, L, H, d]; backend auto | flash | sdpa."""
+    if backend not in ("auto", "flash", "sdpa"):
+        raise ValueError(f"unknown attention backend {backend!r}; valid: 'auto', 'flash', 'sdpa'")
+    flash_ok = flash_attn_func is not None and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16)
+    if backend == "flash" and not flash_ok:
+        raise RuntimeError("attention backend 'flash' requested but flash-attn is not importable or the "
+                           f"inputs are not half-precision CUDA tensors (device {q.device}, dtype {q.dtype})")
+    if backend != "sdpa" and flash_ok:
+        _log_once("attention: flash-attn flash_attn_func")
+        return flash_attn_func(q, k, v)
+    _log_once("attention: torch scaled_dot_product_attention")
+    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))  # [B, H, L, d]
+    return out.transpose(1, 2)
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, dim: int, head_dim: int, backend: str = "auto"):
+        super().__init__()
+        self.heads, self.head_dim, self.backend = dim // head_dim, head_dim, backend
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False)  # output features ordered [q|k|v][head][channel]
+        self.proj = nn.Linear(dim, dim, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        # x [B, L, D]
+        q, k, v = self.qkv(x).unflatten(-1, (3, self.heads, self.head_dim)).unbind(2)  # each [B, L, H, d]
+        return self.proj(attention(q, k, v, self.backend).flatten(-2))
+
+
+class MLP(nn.Module):
+    def __init__(self, dim: int, ratio: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, ratio * dim, bias=False)
+        self.act = nn.GELU()  # exact (erf) GELU, as the official nn.GELU()
+        self.fc2 = nn.Linear(ratio * dim, dim, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, dim: int, head_dim: int = 64, mlp_ratio: int = 4, backend: str = "auto"):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, bias=False)
+        self.attn = SelfAttention(dim, head_dim, backend)
+        self.norm2 = nn.LayerNorm(dim, bias=False)
+        self.mlp = MLP(dim, mlp_ratio)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):  # official init for transformer linears
+                nn.init.normal_(m.weight, std=0.02)
+
+    def forward(self, x: Tensor) -> Tensor:
+        # x [B, L, D]
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))

@@ -1,0 +1,118 @@
+"""Settings of per-scene refinement, with graphdeco 3DGS defaults and named presets.
+
+Presets:
+  classic  graphdeco's 30k-step optimisation from a point cloud: SH degree raised every 1000 steps,
+           densification from 500 to 15k every 100 steps, opacity reset every 3000.
+  short    post-optimisation of predicted Gaussians: a few hundred steps, full SH degree from the start,
+           no densification and no opacity reset (a prediction already has one Gaussian per pixel, and
+           a reset would throw away its opacities for a run too short to recover them).
+`robust=True` switches to SpotlessSplats: masked L1, no opacity reset, utilization-based pruning.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RefineConfig:
+    steps: int = 30_000
+
+    # Adam learning rates per parameter group (graphdeco). Positions are also multiplied by
+    # spatial_lr_scale, so they move at the same rate relative to the scene whatever its units.
+    position_lr_init: float = 1.6e-4
+    position_lr_final: float = 1.6e-6
+    position_lr_delay_steps: int = 0
+    position_lr_delay_mult: float = 0.01
+    position_lr_max_steps: int | None = None  # None: decay over `steps`
+    feature_lr: float = 2.5e-3  # f_dc; f_rest uses feature_lr / 20
+    opacity_lr: float = 0.05
+    scaling_lr: float = 5e-3
+    rotation_lr: float = 1e-3
+    spatial_lr_scale: float | None = None  # None: 1.1 x max distance of camera centres from their mean
+
+    # Loss (1 - lambda) L1 + lambda (1 - SSIM), rendered over a constant background.
+    lambda_dssim: float = 0.2
+    background: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+    # Spherical harmonics: start at this degree, raise by one every interval, up to the Gaussians' degree.
+    sh_degree_start: int = 0
+    sh_degree_interval: int = 1000
+
+    # Adaptive density control (graphdeco).
+    densify: bool = True
+    densify_from: int = 500
+    densify_until: int = 15_000
+    densify_interval: int = 100
+    densify_grad_threshold: float = 2e-4  # on the NDC-scaled screen-space gradient, see densify.py
+    percent_dense: float = 0.01
+    opacity_reset_interval: int = 3000  # 0 disables
+    min_opacity: float = 0.005
+    max_screen_size: float = 20.0  # pixels of projected radius; applied once past the first reset period
+
+    # SpotlessSplats robust optimisation.
+    robust: bool = False
+    robust_percentile: float = 0.7
+    robust_bin_width: float = 1e-3
+    robust_hist_decay: float = 0.95
+    robust_schedule_beta: float = -3e-3
+    ubp_threshold: float = 1e-14
+    ubp_from: int = 500
+    ubp_until: int = 15_000
+    ubp_interval: int = 100
+
+    seed: int = 0
+    backend: str = "auto"  # renderer backend: auto | torch | cpu | gsplat
+    eval_every: int = 0  # evaluate held-out views every N steps; 0: only before and after
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "sh_degree_interval", "densify_interval", "ubp_interval"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("opacity_reset_interval", "eval_every", "sh_degree_start", "position_lr_delay_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.lambda_dssim <= 1.0:
+            raise ValueError(f"lambda_dssim must lie in [0, 1], got {self.lambda_dssim}")
+        if not 0.0 < self.robust_percentile < 1.0:
+            raise ValueError(f"robust_percentile must lie in (0, 1), got {self.robust_percentile}")
+        if len(self.background) != 3:
+            raise ValueError(f"background must be an RGB triple, got {self.background!r}")
+        if self.spatial_lr_scale is not None and self.spatial_lr_scale <= 0:
+            raise ValueError(f"spatial_lr_scale must be positive, got {self.spatial_lr_scale}")
+
+    @property
+    def position_max_steps(self) -> int:
+        return self.position_lr_max_steps or self.steps
+
+    @property
+    def resets_opacity(self) -> bool:
+        # SpotlessSplats replaces the reset by utilization-based pruning: a reset inflates the residuals
+        # for a while and would corrupt the running error histogram that separates outliers.
+        return self.opacity_reset_interval > 0 and not self.robust
+
+    def replace(self, **changes) -> RefineConfig:
+        return dataclasses.replace(self, **changes)
+
+    @staticmethod
+    def preset(name: str, **changes) -> RefineConfig:
+        """A named preset with optional field changes, e.g. `preset("short", steps=300, robust=True)`."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown refinement preset {name!r}; expected one of {sorted(PRESETS)}")
+        return dataclasses.replace(PRESETS[name], **changes)
+
+
+PRESETS = {
+    "classic": RefineConfig(),
+    "short": RefineConfig(
+        steps=500,
+        sh_degree_start=3,
+        densify=False,
+        opacity_reset_interval=0,
+        # The error histogram is meaningful from the first step when starting from a prediction,
+        # so the Bernoulli warm-up can be shorter than from scratch (alpha ~ 0.05 after 300 steps).
+        robust_schedule_beta=-1.5e-2,
+        ubp_from=100,
+    ),
+}
