@@ -27,27 +27,23 @@ std::tuple<at::Tensor, at::Tensor> bin_tiles(const at::Tensor& means2d, const at
   const int32_t* rad = radii.data_ptr<int32_t>();
   const float* depth = depths.data_ptr<float>();
 
-  // Tile rectangle [x0, x1) x [y0, y1) of every Gaussian; empty when culled.
-  std::vector<int32_t> rect(static_cast<size_t>(I * N * 4));
-  at::parallel_for(0, I * N, 4096, [&](int64_t begin, int64_t end) {
-    for (int64_t g = begin; g < end; ++g) {
-      int32_t* r = rect.data() + 4 * g;
-      const float rx = static_cast<float>(rad[2 * g]), ry = static_cast<float>(rad[2 * g + 1]);
-      if (rx <= 0.f || ry <= 0.f) {
-        r[0] = r[1] = r[2] = r[3] = 0;
-        continue;
-      }
-      const float tx = m2[2 * g] / kTile, ty = m2[2 * g + 1] / kTile;
-      const float trx = rx / kTile, try_ = ry / kTile;
-      auto clampi = [](float v, int64_t hi) {
-        return static_cast<int32_t>(std::min<float>(std::max(v, 0.f), static_cast<float>(hi)));
-      };
-      r[0] = clampi(std::floor(tx - trx), TW);
-      r[1] = clampi(std::ceil(tx + trx), TW);
-      r[2] = clampi(std::floor(ty - try_), TH);
-      r[3] = clampi(std::ceil(ty + try_), TH);
+  // Tile rectangle [x0, x1) x [y0, y1) of Gaussian g (flat index over images); empty when culled.
+  auto tile_rect_of = [&](int64_t g, int32_t r[4]) {
+    const float rx = static_cast<float>(rad[2 * g]), ry = static_cast<float>(rad[2 * g + 1]);
+    if (rx <= 0.f || ry <= 0.f) {
+      r[0] = r[1] = r[2] = r[3] = 0;
+      return;
     }
-  });
+    const float tx = m2[2 * g] / kTile, ty = m2[2 * g + 1] / kTile;
+    const float trx = rx / kTile, try_ = ry / kTile;
+    auto clampi = [](float v, int64_t hi) {
+      return static_cast<int32_t>(std::min<float>(std::max(v, 0.f), static_cast<float>(hi)));
+    };
+    r[0] = clampi(std::floor(tx - trx), TW);
+    r[1] = clampi(std::ceil(tx + trx), TW);
+    r[2] = clampi(std::floor(ty - try_), TH);
+    r[3] = clampi(std::ceil(ty + try_), TH);
+  };
 
   // Parallel counting sort into tiles: each chunk of Gaussians counts its own tile hits, a prefix
   // sum gives every (tile, chunk) pair its own output range, then chunks scatter independently.
@@ -57,7 +53,8 @@ std::tuple<at::Tensor, at::Tensor> bin_tiles(const at::Tensor& means2d, const at
   std::vector<int64_t> cursor(static_cast<size_t>(chunks * I * TT), 0);  // [chunk][tile]
   auto for_each_hit = [&](int64_t chunk, auto&& fn) {
     for (int64_t g = chunk * per_chunk; g < std::min(G, (chunk + 1) * per_chunk); ++g) {
-      const int32_t* r = rect.data() + 4 * g;
+      int32_t r[4];
+      tile_rect_of(g, r);
       const int64_t first_tile = (g / N) * TT;
       for (int32_t y = r[2]; y < r[3]; ++y)
         for (int32_t x = r[0]; x < r[1]; ++x) fn(g, first_tile + y * TW + x);

@@ -13,7 +13,6 @@ so its checkpoint maps onto these modules without renaming inside a block.
 
 from __future__ import annotations
 
-import logging
 import math
 
 import torch
@@ -22,20 +21,13 @@ from torch import Tensor, nn
 
 from model import ssd
 from model.config import MambaConfig
+from model.fast_path import log_choice
 
 try:
     from causal_conv1d import causal_conv1d_fn
 except Exception:  # CPU-only machines: causal-conv1d is a CUDA-only extra
     causal_conv1d_fn = None
 
-logger = logging.getLogger("model.mamba2")
-_logged: set[str] = set()
-
-
-def _log_once(message: str) -> None:
-    if message not in _logged:
-        _logged.add(message)
-        logger.info(message)
 
 
 def causal_conv1d_ref(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
@@ -56,11 +48,11 @@ def causal_conv1d_ref(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
 def causal_conv1d(x: Tensor, weight: Tensor, bias: Tensor | None, backend: str = "auto") -> Tensor:
     """`causal_conv1d_ref` (x [b, l, d]) on the fastest available backend: causal-conv1d's CUDA kernel or PyTorch."""
     if backend != "torch" and causal_conv1d_fn is not None and x.is_cuda:
-        _log_once("causal conv1d: causal-conv1d CUDA kernel")
+        log_choice("model.mamba2", "causal conv1d: causal-conv1d CUDA kernel")
         return causal_conv1d_fn(x.transpose(1, 2), weight, bias, activation="silu").transpose(1, 2)
     if backend == "kernel":
         raise RuntimeError("conv backend 'kernel' requested but causal-conv1d is unavailable or tensors are not on CUDA")
-    _log_once("causal conv1d: PyTorch shifted multiply-adds")
+    log_choice("model.mamba2", "causal conv1d: PyTorch shifted multiply-adds")
     return causal_conv1d_ref(x, weight, bias)
 
 

@@ -18,19 +18,19 @@ which is what a CPU does fast. Results do not depend on Q beyond float rounding.
 
 from __future__ import annotations
 
-import logging
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from model.fast_path import log_choice
+
 try:
     from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
 except Exception:  # CPU-only machines: mamba_ssm is a CUDA-only extra
     mamba_chunk_scan_combined = None
 
-logger = logging.getLogger("model.ssd")
 
 _NO_LIMIT = (0.0, math.inf)
 
@@ -224,13 +224,6 @@ def kernel_available() -> bool:
     return mamba_chunk_scan_combined is not None
 
 
-_logged: set[str] = set()
-
-
-def _log_once(message: str) -> None:
-    if message not in _logged:
-        _logged.add(message)
-        logger.info(message)
 
 
 def scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_size: int, D: Tensor | None = None,
@@ -249,11 +242,11 @@ def scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_size: int
         reason = "mamba_ssm is not importable" if not kernel_available() else f"tensors are on {x.device}"
         raise RuntimeError(f"SSD backend 'kernel' requested but unavailable: {reason}")
     if use_kernel:
-        _log_once("SSD scan: mamba_ssm mamba_chunk_scan_combined (CUDA kernel)")
+        log_choice("model.ssd", "SSD scan: mamba_ssm mamba_chunk_scan_combined (CUDA kernel)")
         return mamba_chunk_scan_combined(x, dt, A, B, C, chunk_size, D=D, z=z, dt_bias=dt_bias,
                                          dt_softplus=dt_softplus)
     reason = "requested" if backend == "torch" else (
         "mamba_ssm not importable" if not kernel_available() else f"tensors on {x.device}")
-    _log_once(f"SSD scan: pure-PyTorch chunk_scan ({reason})")
+    log_choice("model.ssd", f"SSD scan: pure-PyTorch chunk_scan ({reason})")
     return chunk_scan(x, dt, A, B, C, torch_chunk_size or chunk_size, D=D, z=z, dt_bias=dt_bias,
                       dt_softplus=dt_softplus)

@@ -7,25 +7,17 @@ through PyTorch's scaled_dot_product_attention (which has its own fused CPU and 
 
 from __future__ import annotations
 
-import logging
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from model.fast_path import log_choice
 
 try:
     from flash_attn import flash_attn_func
 except Exception:  # CPU-only machines: flash-attn is a CUDA-only extra
     flash_attn_func = None
 
-logger = logging.getLogger("model.transformer")
-_logged: set[str] = set()
-
-
-def _log_once(message: str) -> None:
-    if message not in _logged:
-        _logged.add(message)
-        logger.info(message)
 
 
 def attention_ref(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
@@ -43,9 +35,9 @@ def attention(q: Tensor, k: Tensor, v: Tensor, backend: str = "auto") -> Tensor:
         raise RuntimeError("attention backend 'flash' requested but flash-attn is not importable or the "
                            f"inputs are not half-precision CUDA tensors (device {q.device}, dtype {q.dtype})")
     if backend != "sdpa" and flash_ok:
-        _log_once("attention: flash-attn flash_attn_func")
+        log_choice("model.transformer", "attention: flash-attn flash_attn_func")
         return flash_attn_func(q, k, v)
-    _log_once("attention: torch scaled_dot_product_attention")
+    log_choice("model.transformer", "attention: torch scaled_dot_product_attention")
     out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))  # [B, H, L, d]
     return out.transpose(1, 2)
 

@@ -3,7 +3,7 @@ import logging
 import pytest
 import torch
 
-from model import ssd
+from model import fast_path, ssd
 from model.ssd import chunk_scan, chunk_scan_ref, scan
 
 
@@ -106,7 +106,7 @@ def test_shape_errors_are_clear():
 
 
 def test_dispatcher_uses_torch_on_cpu_and_logs_once(caplog, monkeypatch):
-    monkeypatch.setattr(ssd, "_logged", set())
+    monkeypatch.setattr(fast_path, "_reported", set())
     x, dt, A, B, C, D, _, dt_bias = make_inputs()
     with caplog.at_level(logging.INFO, logger="model.ssd"):
         y = scan(x, dt, A, B, C, 256, D=D, dt_bias=dt_bias, dt_softplus=True, torch_chunk_size=16)

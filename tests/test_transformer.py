@@ -3,7 +3,7 @@ import logging
 import pytest
 import torch
 
-from model import transformer
+from model import fast_path, transformer
 from model.transformer import TransformerBlock, attention, attention_ref
 
 
@@ -20,7 +20,7 @@ def naive_attention(q, k, v):
 
 
 def test_sdpa_and_reference_match_naive_softmax_attention(caplog, monkeypatch):
-    monkeypatch.setattr(transformer, "_logged", set())
+    monkeypatch.setattr(fast_path, "_reported", set())
     gen = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(2, 37, 3, 16, generator=gen, dtype=torch.float64) for _ in range(3))
     expected = naive_attention(q, k, v)
