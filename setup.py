@@ -41,7 +41,7 @@ setup(
         "ninja",
     ],
     extras_require={
-        "test": ["pytest", "scikit-image"],
+        "test": ["pytest", "scikit-image", "pycolmap"],
         "colmap": ["pycolmap"],
         # GPU kernels. They compile against the installed torch: install them after the project with
         # `pip install --no-build-isolation -e .[cuda]` (see README for a known-good version set).

@@ -5,4 +5,7 @@ from .config import PRESETS, RefineConfig
 from .init import from_depth, from_points, random_init, random_points
 from .trainer import RefineHistory, evaluate, refine
 
-__all__ = ["PRESETS", "RefineConfig", "RefineHistory", "evaluate", "from_depth", "from_points", "random_init", "random_points", "refine"]
+__all__ = [
+    "PRESETS", "RefineConfig", "RefineHistory", "evaluate", "from_depth", "from_points", "random_init", "random_points",
+    "refine",
+]

@@ -142,7 +142,8 @@ def refine(gaussians: Gaussians, images: Tensor, cameras: Cameras, config: Refin
             if config.robust and step <= config.ubp_until:
                 utilization.add(grad2d, radii, width, height)
             changed = False
-            if config.robust and step > config.ubp_from and step % config.ubp_interval == 0 and step <= config.ubp_until:
+            ubp_event = step > config.ubp_from and step % config.ubp_interval == 0 and step <= config.ubp_until
+            if config.robust and ubp_event:
                 # UBP stands in for the opacity reset: drop what no recent view used, and the transparent
                 unused = utilization.unused(config.ubp_threshold) | (torch.sigmoid(params.opacity) < config.min_opacity)
                 keep(params, optimizer, ~unused)

@@ -3,9 +3,9 @@ import math
 import torch
 
 from model.gaussians import Gaussians
+from refine.config import RefineConfig
 from refine.densify import clone, reset_opacity, split
 from refine.params import GROUPS, GaussianParams, build_optimizer
-from refine.config import RefineConfig
 from refine.surgery import keep
 
 
