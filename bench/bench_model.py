@@ -159,8 +159,8 @@ def main() -> None:
     patterns = ["hybrid"] + ([] if args.no_transformer_only else ["transformer"])
     modes = ["infer"] + (["train"] if args.backward else [])
     small = preset("small")
-    print(f"`small`: blocks {small.blocks!r}, merge before {small.merge_before}, widths {small.dim}->{small.merged_dim}; "
-          f"transformer-only: blocks {'t' * len(small.blocks)!r}, same widths")
+    print(f"`small`: blocks {small.blocks!r}, merge before {small.merge_before}, "
+          f"widths {small.dim}->{small.merged_dim}; transformer-only: blocks {'t' * len(small.blocks)!r}, same widths")
     for mode in modes:
         label = "forward (inference_mode)" if mode == "infer" else "forward+backward (train, checkpointing)"
         print(f"\n`small` at 256x256, {label}")

@@ -101,7 +101,8 @@ def main() -> None:
             tb = best[f"chunk_scan Q={q} fwd+bwd"]
             print(f"{f'  fwd+bwd Q={q}':<28}{tb:>9.3f}{3 * flops(q) / tb / 1e9:>10.1f}"
                   f"{100 * 3 * flops(q) / tb / peak:>8.1f}")
-    print("fwd+bwd rates count 3x the forward FLOPs.")
+    if args.backward:
+        print("fwd+bwd rates count 3x the forward FLOPs.")
     print("reproduce: python bench/bench_ssd.py " + " ".join(sys.argv[1:]))
 
 

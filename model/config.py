@@ -18,8 +18,8 @@ class MambaConfig:
     ngroups: int = 1
     chunk_size: int = 256  # chunk of the CUDA kernel (the official value)
     # Chunk of the pure-PyTorch scan. Results do not depend on it (beyond float rounding), only speed
-    # does; 128 measured fastest on a 2-core AVX-512 CPU at d_state 256 (bench/bench_ssd.py).
-    cpu_chunk_size: int = 128
+    # does; 64 measured fastest on a 2-core AVX-512 CPU at d_state 256 (bench/bench_ssd.py).
+    cpu_chunk_size: int = 64
     A_init_range: tuple[float, float] = (1.0, 16.0)
     dt_min: float = 0.001
     dt_max: float = 0.1
@@ -77,7 +77,8 @@ class ModelConfig:
             raise ValueError(f"blocks must be a non-empty string of 'm' and 't', got {self.blocks!r}")
         if self.merge_before is not None:
             if not 0 <= self.merge_before < len(self.blocks):
-                raise ValueError(f"merge_before must index a block (0..{len(self.blocks) - 1}), got {self.merge_before}")
+                raise ValueError(f"merge_before must index a block (0..{len(self.blocks) - 1}), "
+                                 f"got {self.merge_before}")
             if self.merged_dim % self.dim:
                 raise ValueError(f"merged_dim ({self.merged_dim}) must be a multiple of dim ({self.dim}): "
                                  "the merge is a grouped convolution with one group per input channel")
@@ -118,7 +119,7 @@ PRESETS: dict[str, ModelConfig] = {
         merge_before=4,
         blocks="mmmmmmmt",
         attn_head_dim=32,
-        mamba=MambaConfig(d_state=64, headdim=32, cpu_chunk_size=64),
+        mamba=MambaConfig(d_state=64, headdim=32),
         gaussians=GaussianHeadConfig(sh_degree=1),
     ),
     # Tests and demos: ~0.2M parameters, every kind of block and the merge, in milliseconds.

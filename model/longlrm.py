@@ -61,7 +61,8 @@ class LongLRM(nn.Module):
                              f"{self.config.patch_size}{', doubled by the token merge' if self.merge else ''}), "
                              f"got {h}x{w} (H x W); resize or crop first")
         if tuple(cameras.shape) != (b, v):
-            raise ValueError(f"cameras must have shape [B, V] = {[b, v]} to match the images, got {list(cameras.shape)}")
+            raise ValueError(f"cameras must have shape [B, V] = {[b, v]} to match the images, "
+                             f"got {list(cameras.shape)}")
         if (cameras.width, cameras.height) != (w, h):
             raise ValueError(f"cameras are for {cameras.width}x{cameras.height} images but images are {w}x{h} (W x H)")
         if not (torch.isfinite(cameras.c2w).all() and torch.isfinite(cameras.intrinsics).all()):

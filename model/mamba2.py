@@ -29,7 +29,6 @@ except Exception:  # CPU-only machines: causal-conv1d is a CUDA-only extra
     causal_conv1d_fn = None
 
 
-
 def causal_conv1d_ref(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """Depthwise causal convolution, then SiLU: out[t] = silu(bias + sum_k weight[k] * x[t - K + 1 + k]).
 
@@ -51,7 +50,8 @@ def causal_conv1d(x: Tensor, weight: Tensor, bias: Tensor | None, backend: str =
         log_choice("model.mamba2", "causal conv1d: causal-conv1d CUDA kernel")
         return causal_conv1d_fn(x.transpose(1, 2), weight, bias, activation="silu").transpose(1, 2)
     if backend == "kernel":
-        raise RuntimeError("conv backend 'kernel' requested but causal-conv1d is unavailable or tensors are not on CUDA")
+        raise RuntimeError("conv backend 'kernel' requested but causal-conv1d is unavailable "
+                           "or the tensors are not on CUDA")
     log_choice("model.mamba2", "causal conv1d: PyTorch shifted multiply-adds")
     return causal_conv1d_ref(x, weight, bias)
 

@@ -81,8 +81,8 @@ def check_state_dict(expected: dict[str, Tensor], given: dict[str, Tensor]) -> N
     misshaped = sorted(f"{k}: checkpoint {tuple(given[k].shape)} vs model {tuple(expected[k].shape)}"
                        for k in set(expected) & set(given) if given[k].shape != expected[k].shape)
     if missing or unexpected or misshaped:
-        parts = [f"{title} ({len(keys)}): {keys}"
-                 for title, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)) if keys]
+        groups = (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped))
+        parts = [f"{title} ({len(keys)}): {keys}" for title, keys in groups if keys]
         raise ValueError("checkpoint does not match the model: " + "; ".join(parts))
 
 

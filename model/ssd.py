@@ -224,8 +224,6 @@ def kernel_available() -> bool:
     return mamba_chunk_scan_combined is not None
 
 
-
-
 def scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_size: int, D: Tensor | None = None,
          z: Tensor | None = None, dt_bias: Tensor | None = None, dt_softplus: bool = False,
          torch_chunk_size: int | None = None, backend: str = "auto") -> Tensor:

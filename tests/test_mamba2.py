@@ -30,7 +30,8 @@ def conv_via_conv1d(x, weight, bias):
 def test_causal_conv_matches_its_formula():
     gen = torch.Generator().manual_seed(0)
     b, l, d, k = 2, 11, 5, 4
-    x, weight, bias = torch.randn(b, l, d, generator=gen), torch.randn(d, k, generator=gen), torch.randn(d, generator=gen)
+    x = torch.randn(b, l, d, generator=gen)
+    weight, bias = torch.randn(d, k, generator=gen), torch.randn(d, generator=gen)
     expected = torch.empty(b, l, d)
     for t in range(l):
         acc = bias.expand(b, d).clone()
@@ -141,6 +142,7 @@ def test_conv_kernel_request_without_cuda_is_an_error():
 @pytest.mark.skipif(not (torch.cuda.is_available() and mamba2.causal_conv1d_fn is not None),
                     reason="needs CUDA and causal-conv1d")
 def test_causal_conv1d_kernel_matches_reference():
-    x, weight, bias = torch.randn(2, 100, 64, device="cuda"), torch.randn(64, 4, device="cuda"), torch.randn(64, device="cuda")
+    x = torch.randn(2, 100, 64, device="cuda")
+    weight, bias = torch.randn(64, 4, device="cuda"), torch.randn(64, device="cuda")
     torch.testing.assert_close(causal_conv1d(x, weight, bias, backend="kernel"), causal_conv1d_ref(x, weight, bias),
                                rtol=1e-4, atol=1e-4)
