@@ -56,8 +56,10 @@ def run(args) -> int:
     from inference.timer import StageTimer
     from inference.views import choose_views, load_sample, parse_resolution
     from infer import _device
+    from model.cpu_allocator import keep_freed_memory
 
     torch.set_flush_denormal(True)
+    keep_freed_memory()
     if not args.scenes.is_dir():
         raise FileNotFoundError(f"--scenes {args.scenes} is not a folder")
     scenes = find_scenes(args.scenes)

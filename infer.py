@@ -60,8 +60,10 @@ def run(args: argparse.Namespace) -> int:
     from inference.checkpoint import DEMO_CHECKPOINT, load_checkpoint
     from inference.reconstruct import Options, reconstruct
     from inference.views import parse_resolution
+    from model.cpu_allocator import keep_freed_memory
 
     torch.set_flush_denormal(True)
+    keep_freed_memory()
     demo = args.views is None
     if args.num_views is not None and args.num_views < 2:
         raise ValueError(f"--num-views must be at least 2, got {args.num_views}")

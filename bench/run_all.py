@@ -23,11 +23,12 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS = {
     "render": ["bench/bench_render.py"],
     "ssd": ["bench/bench_ssd.py"],
-    "model": ["bench/bench_model.py", "--views", "8", "16", "32", "64"],
+    "model": ["bench/bench_model.py", "--views", "8", "16", "32", "64", "--paper-256"],
     "train": ["-m", "bench.bench_train"],
-    "refine": ["-m", "bench.bench_refine"],
+    "refine": ["-m", "bench.bench_refine", "--pred-steps", "200", "--classic-steps", "300"],
     "data": ["-m", "bench.bench_data"],
     "procedural": ["-m", "bench.bench_procedural"],
+    "feedforward": ["-m", "bench.bench_feedforward"],
 }
 
 
@@ -51,6 +52,7 @@ def main() -> int:
     args = p.parse_args()
     names = args.only or list(BENCHMARKS)
     rows, sections = [], []
+    total = time.perf_counter()
     for name in names:
         command = [sys.executable, *BENCHMARKS[name]]
         shown = "python " + " ".join(BENCHMARKS[name])
@@ -63,7 +65,8 @@ def main() -> int:
         output = proc.stdout.strip() + ("\n" + proc.stderr.strip()[-2000:] if proc.returncode else "")
         sections.append(f"### {name}\n\n```\n{output}\n```\n")
     report = (f"# Benchmarks\n\nMachine: {machine()}\n\n| benchmark | status | wall time | command |\n|---|---|---|---|\n"
-              + "\n".join(rows) + "\n\n" + "\n".join(sections))
+              + "\n".join(rows) + f"\n\nAll benchmarks: {(time.perf_counter() - total) / 60:.1f} minutes.\n\n"
+              + "\n".join(sections))
     args.out.write_text(report)
     print(f"wrote {args.out}")
     return 0

@@ -41,6 +41,10 @@ constexpr int kLaneSlots = kTile + kMaxLanes;  // per-column accumulators, same 
 // one cache line. Tile lists visit Gaussians in depth order, i.e. at random in memory; one line
 // per visit instead of four scattered arrays is what keeps the pixel loops fed.
 constexpr int kInlineColors = 6;
+// Pixels (of their centres) added around the exact extent of sigma <= sigma_cut before the
+// per-pixel test. The cut itself already carries a 1e-4 relative margin; this covers the rounding
+// of the extents' own square roots. Each extra column or row is work on pixels that never pass.
+constexpr float kExtentSlack = 0.05f;
 constexpr int kPrefetch = 4;  // how many list entries ahead to prefetch splats
 struct alignas(64) PackedSplat {
   float mx, my;            // 2D mean in pixels
@@ -48,7 +52,7 @@ struct alignas(64) PackedSplat {
   float opacity;
   float sigma_cut;         // beyond this sigma alpha < 1/255 for sure (with slack); < 0: invisible
   float inv_a;             // 1 / a
-  float half_w, half_h;    // half extent of the region sigma <= sigma_cut, plus one pixel
+  float half_w, half_h;    // half extent of the region sigma <= sigma_cut, plus kExtentSlack
   float color[kInlineColors];  // the first channels, when D is small enough
 };
 
@@ -76,8 +80,8 @@ inline void pack_splats(const float* means2d, const float* conics, const float* 
       s.sigma_cut = cut * 1.0001f + 1e-6f;
       s.inv_a = 1.f / s.a;
       // The ellipse sigma <= cut spans sqrt(2 cut cov_xx) around the mean (cov = conic^-1).
-      s.half_w = std::sqrt(2.f * s.sigma_cut * s.c / det) + 1.f;
-      s.half_h = std::sqrt(2.f * s.sigma_cut * s.a / det) + 1.f;
+      s.half_w = std::sqrt(2.f * s.sigma_cut * s.c / det) + kExtentSlack;
+      s.half_h = std::sqrt(2.f * s.sigma_cut * s.a / det) + kExtentSlack;
     }
   });
 }
@@ -137,7 +141,7 @@ inline float splat_sigma(const PackedSplat& s, float dx, float cdy2, float dy) {
 }
 
 // Pixels x of row y (offset dy = my - y - 0.5) where sigma <= sigma_cut can hold are those with
-// lo <= x <= hi (one pixel of slack, clipped to the box); the exact alpha test still decides each
+// lo <= x <= hi (kExtentSlack of slack, clipped to the box); the exact alpha test still decides each
 // pixel. lane0..lane1 are the same columns counted from the tile's left edge.
 struct Span {
   float lo, hi;
@@ -145,13 +149,20 @@ struct Span {
 };
 
 inline bool row_span(const PackedSplat& s, const Box& box, int tile_x0, float dy, Span& span) {
+  // Boxes narrower than the tile take their own columns on every row: on scenes of small splats
+  // the per-row square root costs more than the lanes it would trim (bench/bench_render.py). Rows
+  // of boxes as wide as the tile are trimmed, which pays for long, thin Gaussians crossing it.
+  if (box.x1 - box.x0 + 1 < kTile) {
+    span = {static_cast<float>(box.x0), static_cast<float>(box.x1), box.x0 - tile_x0, box.x1 - tile_x0};
+    return true;
+  }
   const float bdy = s.b * dy;
   const float disc = bdy * bdy - s.a * (s.c * dy * dy - 2.f * s.sigma_cut);
   if (!(disc >= 0.f)) return false;
   const float root = std::sqrt(disc);
   // sigma(dx) <= cut for dx in [(-bdy - root) / a, (-bdy + root) / a]; pixel x has dx = mx - x - 0.5.
-  span.lo = std::max(static_cast<float>(box.x0), s.mx - (root - bdy) * s.inv_a - 1.5f);
-  span.hi = std::min(static_cast<float>(box.x1), s.mx + (root + bdy) * s.inv_a + 0.5f);
+  span.lo = std::max(static_cast<float>(box.x0), s.mx - 0.5f - (root - bdy) * s.inv_a - kExtentSlack);
+  span.hi = std::min(static_cast<float>(box.x1), s.mx - 0.5f + (root + bdy) * s.inv_a + kExtentSlack);
   if (!(span.lo <= span.hi)) return false;
   // Both offsets are >= 0 here, where truncation is floor: no library rounding call per row.
   span.lane0 = static_cast<int>(span.lo - tile_x0);

@@ -35,12 +35,13 @@ struct Compositor {
     std::vector<float> T, acc;  // [kPlane], [D][kPlane]
     std::vector<float> done;    // [kPlane] 0 or 1; float so every mask in the row loop has one width
     std::vector<int32_t> last;  // [kPlane]
+    std::vector<int32_t> blended;  // [kPlane] pairs blended per pixel (a count per lane, no reduction per row)
     int64_t blends = 0;
   };
 
   State make_state() const {
     return {std::vector<float>(kPlane), std::vector<float>(kPlane * D), std::vector<float>(kPlane),
-            std::vector<int32_t>(kPlane), 0};
+            std::vector<int32_t>(kPlane), std::vector<int32_t>(kPlane), 0};
   }
 
   void run(const Image& im, int64_t tile, State& st) const {
@@ -61,7 +62,9 @@ struct Compositor {
     float* __restrict acc = st.acc.data();
     float* __restrict done = st.done.data();
     int32_t* __restrict last = st.last.data();
+    int32_t* __restrict blended = st.blended.data();
     std::fill(st.T.begin(), st.T.end(), 1.f);
+    std::fill(st.blended.begin(), st.blended.end(), 0);
     std::fill(st.acc.begin(), st.acc.end(), 0.f);
     std::fill(st.last.begin(), st.last.end(), 0);
     std::fill(st.done.begin(), st.done.end(), 0.f);
@@ -70,7 +73,6 @@ struct Compositor {
     int alive = (r.x1 - r.x0) * (r.y1 - r.y0);
     int row_alive[kTile];  // pixels of each row still drawing: finished rows are skipped
     std::fill(row_alive, row_alive + kTile, r.x1 - r.x0);
-    int64_t blends = 0;
     Box box;
     for (int64_t k = start; k < end && alive > 0; ++k) {
       // Splats are visited in depth order, i.e. scattered in memory: fetch a few ahead.
@@ -90,7 +92,7 @@ struct Compositor {
         if (!row_span(s, box, r.x0, dy, span)) continue;
         const float cdy2 = s.c * dy * dy;
         const int row = (y - r.y0) * kTile;
-        int32_t stops = 0, row_blends = 0;
+        int32_t stops = 0;
         // Groups of kLanes columns from the span's first one, one vector each, so there is no
         // scalar remainder loop: columns outside the span (even past the tile, see kPlane) are
         // masked out. The body is branch-free: every column computes, masks decide what is kept.
@@ -119,16 +121,14 @@ struct Compositor {
             T[p] = select(blend, next_T, T[p]);
             last[p] = select(blend, rank, last[p]);
             done[p] = select(stop, 1.f, done[p]);
-            row_blends += blend;
+            blended[p] += blend;
             stops += stop;
           }
         }
         alive -= stops;
         row_alive[y - r.y0] -= stops;
-        blends += row_blends;
       }
     }
-    st.blends += blends;
 
     for (int y = r.y0; y < r.y1; ++y) {
       for (int x = r.x0; x < r.x1; ++x) {
@@ -140,6 +140,7 @@ struct Compositor {
         im.out_alphas[pix] = 1.f - T[p];
         im.out_T[pix] = T[p];
         im.out_n_contrib[pix] = last[p];
+        st.blends += blended[p];
       }
     }
   }

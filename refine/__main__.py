@@ -21,6 +21,7 @@ from torch import Tensor
 
 from data.open_scene import open_scene
 from model.cameras import Cameras
+from model.cpu_allocator import keep_freed_memory
 from model.ply import load_ply, save_ply
 from model.typed_config import apply_overrides, from_dict
 
@@ -79,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     config = build_config(args)
     check_output(args.out, args.ply, args.overwrite)
+    keep_freed_memory()
     gaussians = load_ply(args.ply)
     images, cameras = load_views(args.views)
     holdout = list(range(0, len(images), HOLDOUT_EVERY)) if len(images) > 1 else None

@@ -104,6 +104,19 @@ def test_dense_scene_hits_the_stop_rule():
     assert meta["n_blends"] > 0
 
 
+def test_needles_crossing_whole_tiles():
+    # Long thin Gaussians at every angle: their boxes span whole tiles, where the kernel trims each
+    # row to the ellipse, while smaller ones take their box's columns. The pass decisions must be
+    # the reference's exactly (n_blends is compared), whichever way a row was bounded.
+    scene = tricky_scene(n=200, width=80, height=64, seed=60)
+    g = torch.Generator().manual_seed(61)
+    needle = torch.tensor([0.6, 0.004, 0.004]) * (0.5 + torch.rand(200, 1, generator=g))
+    scene["scales"] = needle[:, torch.randperm(3, generator=g)]
+    scene["means"][:, 2] = 2.0 + 4.0 * torch.rand(200, generator=g)
+    meta = compare(scene)
+    assert meta["n_blends"] > 1000
+
+
 def test_same_result_for_any_thread_count():
     scene = with_background(tricky_scene(sh_degree=3, seed=40), 3)
     threads = torch.get_num_threads()

@@ -30,6 +30,7 @@ from accelerate import Accelerator, PartialState
 from accelerate.utils import DistributedType, set_seed
 from tqdm import tqdm
 
+from model.cpu_allocator import keep_freed_memory
 from model.losses import Losses
 from model.lpips import load_lpips
 from model.typed_config import to_dict
@@ -288,6 +289,7 @@ def main(argv: list[str], default_config: str | os.PathLike | None = None, prog:
         preflight(command.config, command.resume)
     except (ValueError, FileExistsError, FileNotFoundError) as e:
         fail(str(e))
+    keep_freed_memory()
     trainer = Trainer(command.config, command.resume)
     trainer.fit()
     return trainer
