@@ -13,6 +13,8 @@ composited, counted by the kernel itself; blends/s divides them by the forward t
 forward+backward time for that column (the backward revisits the same pairs).
 The torch reference twin (backend "torch") is timed on --ref-sizes for the speed-up figure, and
 thread scaling compares torch.set_num_threads(1) against --threads, alternating round by round.
+Workers keep freed memory for reuse (model.cpu_allocator), as the commands that render do; the
+reference twin's many large temporaries otherwise make its time vary by half between runs.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from model.cpu_allocator import keep_freed_memory  # noqa: E402
 from model.render import rasterize  # noqa: E402
 
 
@@ -118,6 +121,7 @@ def main() -> None:
     torch.set_flush_denormal(True)
 
     if args.worker:
+        keep_freed_memory()  # as the commands that render do (infer.py, refinement, training)
         size, n = parse_size(args.worker)
         print(json.dumps(measure(size, n, args.backend, args.rounds, args.threads)))
         return
