@@ -14,9 +14,8 @@ per axis (the box just holding every pixel where alpha can reach 1/255); alpha =
 o exp(-sigma)), skipped below 1/255; a pixel stops before the Gaussian that would take its
 transmittance to 1e-4; 16x16 tiles, front to back by depth; background added as T_final * bg.
 
-Differences from gsplat: colours must be per Gaussian ([..., N, D] or SH [..., N, K, 3]), not per
-camera; cameras are constants (no gradient to viewmats / Ks on the cpu and torch backends);
-meta carries the per-camera projection results but not gsplat's tile-intersection tensors.
+Differences from gsplat: cameras are constants (no gradient to viewmats / Ks on the cpu and torch
+backends); meta carries the per-camera projection results but not gsplat's tile-intersection tensors.
 """
 
 from __future__ import annotations
@@ -42,7 +41,7 @@ def rasterize(
     quats: Tensor,  # [..., N, 4] wxyz, normalised inside
     scales: Tensor,  # [..., N, 3] activated (exp'd)
     opacities: Tensor,  # [..., N] activated (sigmoid'd)
-    colors: Tensor,  # [..., N, D] features, or [..., N, K, 3] SH coefficients when sh_degree is set
+    colors: Tensor,  # [..., N, D] features or [..., N, K, 3] SH when sh_degree is set; per camera [..., C, N, ...]
     viewmats: Tensor,  # [..., C, 4, 4] world-to-camera, OpenCV axes
     Ks: Tensor,  # [..., C, 3, 3] pixel intrinsics
     width: int,
@@ -66,7 +65,7 @@ def rasterize(
     "n_cameras", "backend", and for cpu/torch "n_isects" (tile intersections) and "n_blends"
     (pixel-Gaussian pairs composited). Entries of culled Gaussians are zero.
     """
-    batch_dims, N, C, D = check_inputs(
+    batch_dims, N, C, D, per_camera = check_inputs(
         means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree, backgrounds, render_mode
     )
     chosen = _choose_backend(backend, means)
@@ -96,7 +95,11 @@ def rasterize(
         means2d.retain_grad()
 
     if sh_degree is None:
-        feats = colors.reshape(B, 1, N, D).expand(B, C, N, D)  # [B, C, N, D]
+        feats = colors.reshape(B, C if per_camera else 1, N, D).expand(B, C, N, D)  # [B, C, N, D]
+    elif per_camera:
+        campos = camera_centres(viewmats)  # [B, C, 3]
+        coeffs = colors.reshape(B, C, N, colors.shape[-2], 3)
+        feats = torch.cat([stages.sh_colors(sh_degree, means, campos[:, c : c + 1], coeffs[:, c]) for c in range(C)], 1)
     else:
         campos = camera_centres(viewmats)  # [B, C, 3]
         feats = stages.sh_colors(sh_degree, means, campos, colors.reshape(B, N, colors.shape[-2], 3))

@@ -14,8 +14,10 @@ def _fmt(shape) -> str:
 
 def check_inputs(
     means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree, backgrounds, render_mode
-) -> tuple[tuple[int, ...], int, int, int]:
-    """Validates shapes and options; returns (batch_dims, N, C, D) with D the colour channels."""
+) -> tuple[tuple[int, ...], int, int, int, bool]:
+    """Validates shapes and options; returns (batch_dims, N, C, D, per_camera) with D the colour
+    channels and per_camera True when colours are given per camera ([..., C, N, ...], told apart
+    from per-Gaussian colours by their number of dimensions, as in gsplat)."""
     tensors = {"means": means, "quats": quats, "scales": scales, "opacities": opacities, "colors": colors,
                "viewmats": viewmats, "Ks": Ks, "backgrounds": backgrounds}  # fmt: skip
     for name, t in tensors.items():
@@ -46,14 +48,20 @@ def check_inputs(
     if tuple(Ks.shape) != (*batch, C, 3, 3):
         fail("Ks", "[..., C, 3, 3]", (*batch, C, 3, 3), Ks)
     if sh_degree is None:
-        if colors.dim() != len(batch) + 2 or tuple(colors.shape[:-1]) != (*batch, N):
-            fail("colors", "[..., N, D]", (*batch, N, "D"), colors, " when sh_degree is None")
+        per_camera = colors.dim() == len(batch) + 3
+        lead = (*batch, C, N) if per_camera else (*batch, N)
+        if colors.dim() not in (len(batch) + 2, len(batch) + 3) or tuple(colors.shape[:-1]) != lead:
+            fail("colors", "[..., N, D] or per camera [..., C, N, D]", (*lead, "D"), colors, " when sh_degree is None")
         D = colors.shape[-1]
     else:
         if not isinstance(sh_degree, int) or not 0 <= sh_degree <= 3:
             raise ValueError(f"sh_degree must be None or 0..3, got {sh_degree!r}")
-        if colors.dim() != len(batch) + 3 or tuple(colors.shape[:-2]) != (*batch, N) or colors.shape[-1] != 3:
-            fail("colors", "[..., N, K, 3]", (*batch, N, "K", 3), colors, " (SH coefficients) when sh_degree is set")
+        per_camera = colors.dim() == len(batch) + 4
+        lead = (*batch, C, N) if per_camera else (*batch, N)
+        if colors.dim() not in (len(batch) + 3, len(batch) + 4) or tuple(colors.shape[:-2]) != lead \
+                or colors.shape[-1] != 3:
+            fail("colors", "[..., N, K, 3] or per camera [..., C, N, K, 3]", (*lead, "K", 3), colors,
+                 " (SH coefficients) when sh_degree is set")
         need = (sh_degree + 1) ** 2
         if colors.shape[-2] < need:
             raise ValueError(f"sh_degree={sh_degree} needs K >= {need} SH coefficients, got {_fmt(colors.shape)}")
@@ -64,4 +72,4 @@ def check_inputs(
         raise ValueError(f"render_mode must be one of {', '.join(RENDER_MODES)}, got {render_mode!r}")
     if not (isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0):
         raise ValueError(f"width and height must be positive ints, got {width!r} x {height!r}")
-    return batch, N, C, D
+    return batch, N, C, D, per_camera
