@@ -121,6 +121,36 @@ def test_reference_gradcheck_float64():
     assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-6, rtol=1e-4, fast_mode=True)
 
 
+def test_reference_camera_gradcheck_float64():
+    # The torch backend differentiates the cameras too: viewmats (all 16 entries, as gsplat) and Ks,
+    # against finite differences on the same large-footprint scene as above.
+    dtype = torch.float64
+    viewmats, Ks = look_cameras(2, 12, 10, seed=6, dtype=dtype)
+    g = torch.Generator().manual_seed(1)
+    means = torch.tensor([[0.1, -0.1, 3.0], [-0.2, 0.1, 4.0], [0.0, 0.2, 5.0]], dtype=dtype)
+    quats = torch.randn(3, 4, generator=g, dtype=dtype)
+    scales = torch.tensor([[0.8, 0.5, 0.6], [0.6, 0.9, 0.4], [1.0, 0.7, 0.8]], dtype=dtype)
+    opacities = torch.tensor([0.4, 0.5, 0.6], dtype=dtype)
+    sh = torch.randn(3, 9, 3, generator=g, dtype=dtype) * 0.3
+
+    def f(viewmats, Ks):
+        img, alpha, _ = rasterize(means, quats, scales, opacities, sh, viewmats, Ks, 12, 10, sh_degree=2,
+                                  render_mode="RGB+D", backend="torch")  # fmt: skip
+        return img, alpha
+
+    inputs = [viewmats.clone().requires_grad_(True), Ks.clone().requires_grad_(True)]
+    assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-6, rtol=1e-4, fast_mode=True)
+
+
+def test_cpu_backend_refuses_camera_gradients():
+    viewmats, Ks = one_camera(16, 16, 20.0)
+    scene = on_axis([3.0], 0.3, 0.7, [[1.0, 1.0, 1.0]])
+    with pytest.raises(ValueError, match="no gradient for viewmats"):
+        rasterize(**scene, viewmats=viewmats.requires_grad_(True), Ks=Ks, width=16, height=16, backend="cpu")
+    with torch.no_grad():  # without autograd there is nothing to refuse
+        rasterize(**scene, viewmats=viewmats, Ks=Ks, width=16, height=16, backend="cpu")
+
+
 def test_means2d_receives_the_screen_space_gradient():
     viewmats, Ks = one_camera(16, 16, 20.0)
     scene = on_axis([3.0], 0.3, 0.7, [[1.0, 1.0, 1.0]])

@@ -14,8 +14,9 @@ per axis (the box just holding every pixel where alpha can reach 1/255); alpha =
 o exp(-sigma)), skipped below 1/255; a pixel stops before the Gaussian that would take its
 transmittance to 1e-4; 16x16 tiles, front to back by depth; background added as T_final * bg.
 
-Differences from gsplat: cameras are constants (no gradient to viewmats / Ks on the cpu and torch
-backends); meta carries the per-camera projection results but not gsplat's tile-intersection tensors.
+Differences from gsplat: the cpu backend takes cameras as constants (viewmats / Ks that require a
+gradient are refused there; the torch backend differentiates them); meta carries the per-camera
+projection results but not gsplat's tile-intersection tensors.
 """
 
 from __future__ import annotations
@@ -80,10 +81,13 @@ def rasterize(
         for t in (means, quats, scales, opacities, colors, viewmats, Ks, backgrounds):
             if t is not None:
                 cpu.check_supported(t)
+        if torch.is_grad_enabled() and (viewmats.requires_grad or Ks.requires_grad):
+            raise ValueError("backend='cpu' has no gradient for viewmats / Ks; pass them detached "
+                             "(viewmats.detach()) or use backend='torch' to optimise cameras")
 
     B = math.prod(batch_dims)
-    viewmats = viewmats.detach().reshape(B, C, 4, 4)
-    Ks = Ks.detach().reshape(B, C, 3, 3)
+    viewmats = viewmats.reshape(B, C, 4, 4)
+    Ks = Ks.reshape(B, C, 3, 3)
     means = means.reshape(B, N, 3)
     radii, means2d, depths, conics = stages.project(
         means, quats.reshape(B, N, 4), scales.reshape(B, N, 3), opacities.reshape(B, N), viewmats, Ks,
