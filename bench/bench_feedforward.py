@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from bench.bench_refine import surface_points
 from data.procedural import generate_scene
 from data.scene import Scene
 from inference.checkpoint import DEMO_CHECKPOINT, load_checkpoint
@@ -36,8 +37,7 @@ from inference.demo import DEMO_CONFIG
 from inference.reconstruct import checkpoint_resolution
 from inference.views import choose_views, load_sample
 from model.cameras import Cameras
-from model.gaussians import SH_C0
-from refine import RefineConfig, evaluate, from_depth, from_points, random_init, refine
+from refine import RefineConfig, evaluate, from_points, random_init, refine
 
 ROOT = Path(__file__).resolve().parents[1]
 FIRST_SEED = 3_000_000
@@ -47,16 +47,13 @@ BACKGROUND = torch.ones(3)
 
 
 def oracle_points(generated, sample, count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """`count` points on the true surfaces seen by the input frames, in the sample's normalised frame,
-    with their pixel colours: points [count, 3], colours [count, 3]."""
-    frames = sample.input_indices
+    """`count` true-surface points seen by the input frames, moved into the sample's normalised
+    frame (a similarity), with their colours: points [count, 3], colours [count, 3]."""
     cfg = generated.config
-    cams = Cameras(generated.intrinsics[frames], generated.c2w[frames], cfg.width, cfg.height)
-    dense = from_depth(generated.images[frames], generated.depth[frames], cams, stride=1)
-    pick = torch.randperm(dense.count, generator=torch.Generator().manual_seed(seed))[:count]
-    m = sample.normalization.float()  # world -> normalised frame, a similarity
-    points = dense.means[pick] @ m[:3, :3].T + m[:3, 3]
-    return points, (0.5 + SH_C0 * dense.sh[pick, 0]).clamp(0, 1)
+    cams = Cameras(generated.intrinsics, generated.c2w, cfg.width, cfg.height)
+    points, colors = surface_points(generated, cams, sample.input_indices.tolist(), count, seed)
+    m = sample.normalization.float()  # world -> normalised frame
+    return points @ m[:3, :3].T + m[:3, 3], colors
 
 
 def at_budget(evals: list[dict], seconds: float) -> dict:

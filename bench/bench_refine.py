@@ -46,12 +46,17 @@ def prediction_like(s, cams: Cameras, views: list[int], stride: int, count: int 
     return g
 
 
-def sfm_like(s, cams: Cameras, views: list[int], count: int, seed: int = 0) -> Gaussians:
-    """A sparse point cloud on the true surfaces with the pixels' colours, as structure-from-motion gives."""
+def surface_points(s, cams: Cameras, views: list[int], count: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """`count` points on the true surfaces seen by `views`, with their pixels' colours in [0, 1]:
+    points [count, 3], colours [count, 3] (a structure-from-motion cloud without its noise)."""
     dense = from_depth(s.images[views], s.depth[views], cams[views], stride=1)
     pick = torch.randperm(dense.count, generator=torch.Generator().manual_seed(seed))[:count]
-    colors = (0.5 + SH_C0 * dense.sh[pick, 0]).clamp(0, 1)
-    return from_points(dense.means[pick], colors)
+    return dense.means[pick], (0.5 + SH_C0 * dense.sh[pick, 0]).clamp(0, 1)
+
+
+def sfm_like(s, cams: Cameras, views: list[int], count: int, seed: int = 0) -> Gaussians:
+    """graphdeco's initialisation from a sparse point cloud on the true surfaces."""
+    return from_points(*surface_points(s, cams, views, count, seed))
 
 
 def speed(size: int, counts: list[int], steps: int) -> None:

@@ -98,48 +98,45 @@ def test_empty_scene_renders_the_background(backend, n):
     assert (alpha == 0).all() and (meta["radii"] == 0).all()
 
 
-def test_reference_gradcheck_float64():
-    # Footprints much larger than the 12x10 image keep every pair above 1/255 and T above 1e-4, so
-    # no skip or stop threshold lies within the finite-difference step.
+def gradcheck_scene(seed: int) -> dict:
+    """Three float64 Gaussians with footprints much larger than the 12x10 image of two cameras: every
+    pair stays above 1/255 and T above 1e-4, so no skip or stop threshold lies within the
+    finite-difference step."""
     dtype = torch.float64
-    viewmats, Ks = look_cameras(2, 12, 10, seed=5, dtype=dtype)
-    g = torch.Generator().manual_seed(0)
-    means = torch.tensor([[0.1, -0.1, 3.0], [-0.2, 0.1, 4.0], [0.0, 0.2, 5.0]], dtype=dtype)
-    quats = torch.randn(3, 4, generator=g, dtype=dtype)
-    scales = torch.tensor([[0.8, 0.5, 0.6], [0.6, 0.9, 0.4], [1.0, 0.7, 0.8]], dtype=dtype)
-    opacities = torch.tensor([0.4, 0.5, 0.6], dtype=dtype)
-    sh = torch.randn(3, 9, 3, generator=g, dtype=dtype) * 0.3
-    bgs = torch.rand(2, 3, generator=g, dtype=dtype)
+    viewmats, Ks = look_cameras(2, 12, 10, seed=seed, dtype=dtype)
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "means": torch.tensor([[0.1, -0.1, 3.0], [-0.2, 0.1, 4.0], [0.0, 0.2, 5.0]], dtype=dtype),
+        "quats": torch.randn(3, 4, generator=g, dtype=dtype),
+        "scales": torch.tensor([[0.8, 0.5, 0.6], [0.6, 0.9, 0.4], [1.0, 0.7, 0.8]], dtype=dtype),
+        "opacities": torch.tensor([0.4, 0.5, 0.6], dtype=dtype),
+        "colors": torch.randn(3, 9, 3, generator=g, dtype=dtype) * 0.3,
+        "viewmats": viewmats,
+        "Ks": Ks,
+        "backgrounds": torch.rand(2, 3, generator=g, dtype=dtype),
+    }
 
-    def f(means, quats, scales, opacities, sh, bgs):
-        img, alpha, _ = rasterize(means, quats, scales, opacities, sh, viewmats, Ks, 12, 10, sh_degree=2,
-                                  backgrounds=bgs, render_mode="RGB+ED", backend="torch")  # fmt: skip
+
+def gradcheck_wrt(scene: dict, names: list[str], render_mode: str) -> bool:
+    """torch.autograd.gradcheck of the torch backend's image and alpha w.r.t. scene[names]."""
+    def f(*tensors):
+        img, alpha, _ = rasterize(**{**scene, **dict(zip(names, tensors))}, width=12, height=10, sh_degree=2,
+                                  render_mode=render_mode, backend="torch")  # fmt: skip
         return img, alpha
 
-    inputs = [t.clone().requires_grad_(True) for t in (means, quats, scales, opacities, sh, bgs)]
+    inputs = [scene[n].clone().requires_grad_(True) for n in names]
     # fast_mode checks random projections of the Jacobian, which keeps this to seconds.
-    assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-6, rtol=1e-4, fast_mode=True)
+    return torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-6, rtol=1e-4, fast_mode=True)
+
+
+def test_reference_gradcheck_float64():
+    names = ["means", "quats", "scales", "opacities", "colors", "backgrounds"]
+    assert gradcheck_wrt(gradcheck_scene(5), names, "RGB+ED")
 
 
 def test_reference_camera_gradcheck_float64():
-    # The torch backend differentiates the cameras too: viewmats (all 16 entries, as gsplat) and Ks,
-    # against finite differences on the same large-footprint scene as above.
-    dtype = torch.float64
-    viewmats, Ks = look_cameras(2, 12, 10, seed=6, dtype=dtype)
-    g = torch.Generator().manual_seed(1)
-    means = torch.tensor([[0.1, -0.1, 3.0], [-0.2, 0.1, 4.0], [0.0, 0.2, 5.0]], dtype=dtype)
-    quats = torch.randn(3, 4, generator=g, dtype=dtype)
-    scales = torch.tensor([[0.8, 0.5, 0.6], [0.6, 0.9, 0.4], [1.0, 0.7, 0.8]], dtype=dtype)
-    opacities = torch.tensor([0.4, 0.5, 0.6], dtype=dtype)
-    sh = torch.randn(3, 9, 3, generator=g, dtype=dtype) * 0.3
-
-    def f(viewmats, Ks):
-        img, alpha, _ = rasterize(means, quats, scales, opacities, sh, viewmats, Ks, 12, 10, sh_degree=2,
-                                  render_mode="RGB+D", backend="torch")  # fmt: skip
-        return img, alpha
-
-    inputs = [viewmats.clone().requires_grad_(True), Ks.clone().requires_grad_(True)]
-    assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-6, rtol=1e-4, fast_mode=True)
+    # The torch backend differentiates the cameras too: viewmats (all 16 entries, as gsplat) and Ks.
+    assert gradcheck_wrt(gradcheck_scene(6), ["viewmats", "Ks"], "RGB+D")
 
 
 def test_cpu_backend_refuses_camera_gradients():

@@ -100,13 +100,15 @@ def rasterize(
 
     if sh_degree is None:
         feats = colors.reshape(B, C if per_camera else 1, N, D).expand(B, C, N, D)  # [B, C, N, D]
-    elif per_camera:
-        campos = camera_centres(viewmats)  # [B, C, 3]
-        coeffs = colors.reshape(B, C, N, colors.shape[-2], 3)
-        feats = torch.cat([stages.sh_colors(sh_degree, means, campos[:, c : c + 1], coeffs[:, c]) for c in range(C)], 1)
     else:
         campos = camera_centres(viewmats)  # [B, C, 3]
-        feats = stages.sh_colors(sh_degree, means, campos, colors.reshape(B, N, colors.shape[-2], 3))
+        K = colors.shape[-2]
+        if per_camera:  # each camera's own coefficients, evaluated from that camera only
+            coeffs = colors.reshape(B, C, N, K, 3)
+            feats = torch.cat([stages.sh_colors(sh_degree, means, campos[:, c : c + 1], coeffs[:, c])
+                               for c in range(C)], 1)  # fmt: skip
+        else:
+            feats = stages.sh_colors(sh_degree, means, campos, colors.reshape(B, N, K, 3))
     bgs = None if backgrounds is None else backgrounds.reshape(B * C, D)  # [B*C, D]
     if render_mode in ("RGB+D", "RGB+ED"):
         feats = torch.cat([feats, depths[..., None]], -1)  # depth rides along as the last channel
