@@ -71,6 +71,7 @@ struct BackwardTile {
   template <int kLanes>
   __attribute__((always_inline)) inline void run_lanes(const Image& im, int64_t tile, State& st) const {
     constexpr bool kInline = CD > 0 && CD <= kInlineColors;
+    constexpr bool kFma = kLanes == 8;  // the AVX2 + FMA copy
     const TileRect r = tile_rect(tile, tiles_w, width, height);
     float* __restrict T = st.T.data();
     float* __restrict buf = st.buf.data();
@@ -136,7 +137,7 @@ struct BackwardTile {
         Span span;
         if (!row_span(s, box, r.x0, dy, span)) continue;
         touched = true;
-        const float cdy2 = s.c * dy * dy;
+        const RowTerms terms = row_terms(s, dy);
         const int row = (y - r.y0) * kTile;
         // Groups of kLanes columns from the span's first one, one vector each, so there is no
         // scalar remainder loop: columns outside the span (even past the tile, see kPlane) are
@@ -149,8 +150,8 @@ struct BackwardTile {
             const int lx = base + j, x = r.x0 + lx, p = row + lx;
             const float xf = static_cast<float>(x);
             const float dx = s.mx - (xf + 0.5f);
-            const float sigma = splat_sigma(s, dx, cdy2, dy);
-            const float vis = exp_neg(-sigma);
+            const float sigma = splat_sigma<kFma>(terms, dx);
+            const float vis = exp_neg<kFma>(-sigma);
             const float raw = s.opacity * vis;
             const float alpha = std::min(kAlphaMax, raw);
             const bool valid = (last[p] > rank) & (sigma >= 0.f) & (raw >= kAlphaMin) & (xf >= span.lo) & (xf <= span.hi);

@@ -57,6 +57,7 @@ struct Compositor {
   template <int kLanes>
   __attribute__((always_inline)) inline void run_lanes(const Image& im, int64_t tile, State& st) const {
     constexpr bool kInline = CD > 0 && CD <= kInlineColors;
+    constexpr bool kFma = kLanes == 8;  // the AVX2 + FMA copy
     const TileRect r = tile_rect(tile, tiles_w, width, height);
     float* __restrict T = st.T.data();
     float* __restrict acc = st.acc.data();
@@ -90,7 +91,7 @@ struct Compositor {
         const float dy = s.my - (y + 0.5f);
         Span span;
         if (!row_span(s, box, r.x0, dy, span)) continue;
-        const float cdy2 = s.c * dy * dy;
+        const RowTerms terms = row_terms(s, dy);
         const int row = (y - r.y0) * kTile;
         int32_t stops = 0;
         // Groups of kLanes columns from the span's first one, one vector each, so there is no
@@ -104,8 +105,8 @@ struct Compositor {
             const int lx = base + j, x = r.x0 + lx, p = row + lx;
             const float xf = static_cast<float>(x);
             const float dx = s.mx - (xf + 0.5f);
-            const float sigma = splat_sigma(s, dx, cdy2, dy);
-            const float raw = s.opacity * exp_neg(-sigma);
+            const float sigma = splat_sigma<kFma>(terms, dx);
+            const float raw = s.opacity * exp_neg<kFma>(-sigma);
             const float alpha = std::min(kAlphaMax, raw);
             // raw >= 1/255 is alpha >= 1/255 (the clamp is far above), in a form GCC vectorises.
             const bool pass = (sigma >= 0.f) & (raw >= kAlphaMin) & (done[p] == 0.f) & (xf >= span.lo) & (xf <= span.hi);
@@ -130,19 +131,29 @@ struct Compositor {
       }
     }
 
+    // Planar tile state to the interleaved [H, W, D] image, a row at a time through local pointers
+    // (stores through the Image's pointers would otherwise make GCC reload them every pixel).
+    const int64_t Dn = CD > 0 ? CD : D;
+    const float* __restrict bg = im.background;
+    int64_t blends = 0;
     for (int y = r.y0; y < r.y1; ++y) {
-      for (int x = r.x0; x < r.x1; ++x) {
-        const int p = (y - r.y0) * kTile + (x - r.x0);
-        const int64_t pix = y * width + x;
-        float* o = im.out_colors + pix * D;
-        for (int64_t d = 0; d < D; ++d)
-          o[d] = acc[d * kPlane + p] + (im.background ? T[p] * im.background[d] : 0.f);
-        im.out_alphas[pix] = 1.f - T[p];
-        im.out_T[pix] = T[p];
-        im.out_n_contrib[pix] = last[p];
-        st.blends += blended[p];
+      const int64_t pix0 = y * width + r.x0;
+      float* __restrict out_c = im.out_colors + pix0 * Dn;
+      float* __restrict out_a = im.out_alphas + pix0;
+      float* __restrict out_T = im.out_T + pix0;
+      int32_t* __restrict out_n = im.out_n_contrib + pix0;
+      const int row = (y - r.y0) * kTile;
+      for (int lx = 0; lx < r.x1 - r.x0; ++lx) {
+        const int p = row + lx;
+        for (int64_t d = 0; d < Dn; ++d)
+          out_c[lx * Dn + d] = acc[d * kPlane + p] + (bg ? T[p] * bg[d] : 0.f);
+        out_a[lx] = 1.f - T[p];
+        out_T[lx] = T[p];
+        out_n[lx] = last[p];
+        blends += blended[p];
       }
     }
+    st.blends += blends;
   }
 };
 
