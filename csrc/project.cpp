@@ -9,13 +9,17 @@
 //   cov2d   = J Sigma_c J^T + eps2d I,  conic = cov2d^-1 stored as (a, b, c) = ([0,0], [0,1], [1,1])
 // A Gaussian is culled (radius 0, all outputs 0) when its depth is outside [near, far], its 2D
 // covariance is degenerate, its opacity is below 1/255, or its bounding box misses the image.
+// The backward also differentiates the cameras (viewmat and K) on request, as the torch reference
+// does through the same formulas.
 #include <ATen/Parallel.h>
 #include <ATen/ops/zeros.h>
 #include <ATen/ops/zeros_like.h>
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 
+#include "camera_sums.h"
 #include "small_math.h"
 #include "splat.h"
 
@@ -158,11 +162,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> project_forward(
   return {radii, means2d, depths, conics};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> project_backward(
-    const at::Tensor& means, const at::Tensor& quats, const at::Tensor& scales,
-    const at::Tensor& viewmats, const at::Tensor& Ks, const at::Tensor& radii, const at::Tensor& conics,
-    const at::Tensor& v_means2d, const at::Tensor& v_depths, const at::Tensor& v_conics,
-    int64_t width, int64_t height) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor, std::optional<at::Tensor>, std::optional<at::Tensor>>
+project_backward(const at::Tensor& means, const at::Tensor& quats, const at::Tensor& scales,
+                 const at::Tensor& viewmats, const at::Tensor& Ks, const at::Tensor& radii,
+                 const at::Tensor& conics, const at::Tensor& v_means2d, const at::Tensor& v_depths,
+                 const at::Tensor& v_conics, int64_t width, int64_t height, bool camera_grads) {
   const int64_t B = means.size(0), N = means.size(1), C = viewmats.size(1);
   at::Tensor v_means = at::zeros_like(means);
   at::Tensor v_quats = at::zeros_like(quats);
@@ -181,17 +185,23 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> project_backward(
   float* gm_ptr = v_means.data_ptr<float>();
   float* gq_ptr = v_quats.data_ptr<float>();
   float* gs_ptr = v_scales.data_ptr<float>();
+  // Per camera: the top 3x4 of the viewmat (row-major), then fx, fy, cx, cy.
+  constexpr int kCamWidth = 16;
+  std::optional<CameraSums> cam_sums;
+  if (camera_grads) cam_sums.emplace(B, C, N, kCamWidth);
 
-  // One task per Gaussian looping over cameras, so each gradient row has a single writer.
-  at::parallel_for(0, B * N, 256, [&](int64_t begin, int64_t end) {
-    for (int64_t g = begin; g < end; ++g) {
-      const int64_t b = g / N, n = g % N;
+  // One task per chunk of Gaussians, each looping over the cameras, so each Gaussian's gradient
+  // rows have a single writer.
+  for_each_chunk(B, N, [&](int64_t task, int64_t b, int64_t n_begin, int64_t n_end) {
+    for (int64_t n = n_begin; n < n_end; ++n) {
+      const int64_t g = b * N + n;
       for (int64_t c = 0; c < C; ++c) {
         const int64_t idx = (b * C + c) * N + n;
         if (radii_ptr[2 * idx] <= 0 && radii_ptr[2 * idx + 1] <= 0) continue;
         const Camera cam =
             load_camera(vm_ptr + (b * C + c) * 16, k_ptr + (b * C + c) * 9, width, height);
-        const Vec3 p = to_camera(cam, m_ptr + 3 * g);
+        const float* m = m_ptr + 3 * g;
+        const Vec3 p = to_camera(cam, m);
         // eps2d only shifts the diagonal, which the backward does not need.
         const Footprint f = footprint(cam, p, q_ptr + 4 * g, s_ptr + 3 * g, 0.f);
 
@@ -210,7 +220,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> project_backward(
         float GJ[2][3];
         for (int r = 0; r < 2; ++r)
           for (int j = 0; j < 3; ++j) GJ[r][j] = G[r][0] * f.J[0][j] + G[r][1] * f.J[1][j];
-        Mat3 v_cov_c;
+        Mat3 v_cov_c;  // symmetric: each off-diagonal pair shares its gradient equally
         for (int i = 0; i < 3; ++i)
           for (int j = 0; j < 3; ++j) v_cov_c.m[i][j] = f.J[0][i] * GJ[0][j] + f.J[1][i] * GJ[1][j];
         float v_J[2][3];
@@ -259,10 +269,43 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> project_backward(
         gm_ptr[3 * g] += v_m.x;
         gm_ptr[3 * g + 1] += v_m.y;
         gm_ptr[3 * g + 2] += v_m.z;
+
+        if (!camera_grads) continue;
+        float* v_cam = cam_sums->row(task, c);
+        // p = R m + t and Sigma_c = R Sigma R^T: dL/dR = v_p m^T + 2 v_cov_c R Sigma (v_cov_c
+        // symmetric), dL/dt = v_p.
+        const Mat3 v_R = matmul(v_cov_c, matmul(cam.R, matmul_bt(f.M, f.M)));
+        const float vp[3] = {v_p.x, v_p.y, v_p.z};
+        for (int i = 0; i < 3; ++i) {
+          for (int j = 0; j < 3; ++j) v_cam[4 * i + j] += vp[i] * m[j] + 2.f * v_R.m[i][j];
+          v_cam[4 * i + 3] += vp[i];
+        }
+        // Intrinsics: mx = fx x/z + cx, J00 = fx/z, J02 = -fx tx/z^2 with tx = x inside the clamp.
+        // At the clamp fx tx/z is fx lim_x_pos = 1.15 W - cx (or -fx lim_x_neg = -(cx + 0.15 W)),
+        // so J02 no longer depends on fx but moves with cx by 1/z. Likewise for y.
+        v_cam[12] += vmx * p.x * rz + v_J[0][0] * rz + (f.x_inside ? -f.tx * rz2 * v_J[0][2] : 0.f);
+        v_cam[13] += vmy * p.y * rz + v_J[1][1] * rz + (f.y_inside ? -f.ty * rz2 * v_J[1][2] : 0.f);
+        v_cam[14] += vmx + (f.x_inside ? 0.f : rz * v_J[0][2]);
+        v_cam[15] += vmy + (f.y_inside ? 0.f : rz * v_J[1][2]);
       }
     }
   });
-  return {v_means, v_quats, v_scales};
+
+  std::optional<at::Tensor> v_viewmats, v_Ks;
+  if (camera_grads) {
+    v_viewmats = at::zeros_like(viewmats);  // the bottom row [0 0 0 1] is not used
+    v_Ks = at::zeros_like(Ks);              // nor are the skew and the bottom row of K
+    float* gv_ptr = v_viewmats->data_ptr<float>();
+    float* gk_ptr = v_Ks->data_ptr<float>();
+    cam_sums->reduce([&](int64_t bc, const float* total) {
+      for (int j = 0; j < 12; ++j) gv_ptr[16 * bc + j] = total[j];
+      gk_ptr[9 * bc + 0] = total[12];
+      gk_ptr[9 * bc + 4] = total[13];
+      gk_ptr[9 * bc + 2] = total[14];
+      gk_ptr[9 * bc + 5] = total[15];
+    });
+  }
+  return {v_means, v_quats, v_scales, v_viewmats, v_Ks};
 }
 
 }  // namespace splat

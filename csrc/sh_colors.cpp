@@ -1,13 +1,17 @@
 // View-dependent colour from SH coefficients, forward and backward:
 //   colour[b, c, n] = max(sum_j basis_j(dir) * coeffs[b, n, j] + 0.5, 0)
 //   dir = normalise(means[b, n] - campos[b, c])
-// (the +0.5 offset and the clamp follow gsplat / graphdeco).
+// (the +0.5 offset and the clamp follow gsplat / graphdeco). The backward also gives the camera
+// centres' gradient on request.
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
 #include <ATen/ops/zeros_like.h>
 
 #include <cmath>
+#include <optional>
 
+#include "camera_sums.h"
 #include "sh.h"
 #include "splat.h"
 
@@ -56,9 +60,9 @@ at::Tensor sh_forward(int64_t degree, const at::Tensor& means, const at::Tensor&
   return colors;
 }
 
-std::tuple<at::Tensor, at::Tensor> sh_backward(int64_t degree, const at::Tensor& means,
-                                               const at::Tensor& campos, const at::Tensor& coeffs,
-                                               const at::Tensor& v_colors) {
+std::tuple<at::Tensor, at::Tensor, std::optional<at::Tensor>> sh_backward(
+    int64_t degree, const at::Tensor& means, const at::Tensor& campos, const at::Tensor& coeffs,
+    const at::Tensor& v_colors, bool campos_grad) {
   const int64_t B = means.size(0), N = means.size(1), C = campos.size(1), K = coeffs.size(2);
   const int deg = static_cast<int>(degree), n_basis = (deg + 1) * (deg + 1);
   at::Tensor v_means = at::zeros_like(means);
@@ -69,12 +73,15 @@ std::tuple<at::Tensor, at::Tensor> sh_backward(int64_t degree, const at::Tensor&
   const float* vc_ptr = v_colors.data_ptr<float>();
   float* gm_ptr = v_means.data_ptr<float>();
   float* gsh_ptr = v_coeffs.data_ptr<float>();
+  std::optional<CameraSums> cam_sums;
+  if (campos_grad) cam_sums.emplace(B, C, N, 3);
 
-  // One task per Gaussian looping over cameras, so each gradient row has a single writer.
-  at::parallel_for(0, B * N, 512, [&](int64_t begin, int64_t end) {
+  // One task per chunk of Gaussians, each looping over the cameras, so each Gaussian's gradient
+  // rows have a single writer.
+  for_each_chunk(B, N, [&](int64_t task, int64_t b, int64_t n_begin, int64_t n_end) {
     float basis[16], w[16], d[3], grad_d[3];
-    for (int64_t g = begin; g < end; ++g) {
-      const int64_t b = g / N, n = g % N;
+    for (int64_t n = n_begin; n < n_end; ++n) {
+      const int64_t g = b * N + n;
       const float* sh = sh_ptr + g * K * 3;
       float* gsh = gsh_ptr + g * K * 3;
       for (int64_t c = 0; c < C; ++c) {
@@ -97,13 +104,28 @@ std::tuple<at::Tensor, at::Tensor> sh_backward(int64_t degree, const at::Tensor&
         }
         if (deg < 1 || len <= 0.f) continue;
         sh_basis_vjp(deg, d[0], d[1], d[2], w, grad_d);
-        // Through the normalisation: (I - d d^T) / |v|.
+        // Through the normalisation: (I - d d^T) / |v|. The direction is means - campos, so the
+        // camera centre gets the opposite.
         const float radial = grad_d[0] * d[0] + grad_d[1] * d[1] + grad_d[2] * d[2];
-        for (int i = 0; i < 3; ++i) gm_ptr[3 * g + i] += (grad_d[i] - radial * d[i]) / len;
+        float* v_cam = campos_grad ? cam_sums->row(task, c) : nullptr;
+        for (int i = 0; i < 3; ++i) {
+          const float v_dir = (grad_d[i] - radial * d[i]) / len;
+          gm_ptr[3 * g + i] += v_dir;
+          if (v_cam) v_cam[i] -= v_dir;
+        }
       }
     }
   });
-  return {v_means, v_coeffs};
+
+  std::optional<at::Tensor> v_campos;
+  if (campos_grad) {
+    v_campos = at::empty_like(campos);
+    float* gc_ptr = v_campos->data_ptr<float>();
+    cam_sums->reduce([&](int64_t bc, const float* total) {
+      for (int i = 0; i < 3; ++i) gc_ptr[3 * bc + i] = total[i];
+    });
+  }
+  return {v_means, v_coeffs, v_campos};
 }
 
 }  // namespace splat

@@ -28,19 +28,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> project_forward(
     const at::Tensor& opacities, const at::Tensor& viewmats, const at::Tensor& Ks, int64_t width,
     int64_t height, double eps2d, double near_plane, double far_plane);
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> project_backward(
-    const at::Tensor& means, const at::Tensor& quats, const at::Tensor& scales,
-    const at::Tensor& viewmats, const at::Tensor& Ks, const at::Tensor& radii, const at::Tensor& conics,
-    const at::Tensor& v_means2d, const at::Tensor& v_depths, const at::Tensor& v_conics,
-    int64_t width, int64_t height);
+// camera_grads: also return the gradients of viewmats [B, C, 4, 4] and Ks [B, C, 3, 3].
+std::tuple<at::Tensor, at::Tensor, at::Tensor, std::optional<at::Tensor>, std::optional<at::Tensor>>
+project_backward(const at::Tensor& means, const at::Tensor& quats, const at::Tensor& scales,
+                 const at::Tensor& viewmats, const at::Tensor& Ks, const at::Tensor& radii,
+                 const at::Tensor& conics, const at::Tensor& v_means2d, const at::Tensor& v_depths,
+                 const at::Tensor& v_conics, int64_t width, int64_t height, bool camera_grads);
 
 // sh_colors.cpp
 at::Tensor sh_forward(int64_t degree, const at::Tensor& means, const at::Tensor& campos,
                       const at::Tensor& coeffs);
 
-std::tuple<at::Tensor, at::Tensor> sh_backward(int64_t degree, const at::Tensor& means,
-                                               const at::Tensor& campos, const at::Tensor& coeffs,
-                                               const at::Tensor& v_colors);
+// campos_grad: also return the gradient of campos [B, C, 3].
+std::tuple<at::Tensor, at::Tensor, std::optional<at::Tensor>> sh_backward(
+    int64_t degree, const at::Tensor& means, const at::Tensor& campos, const at::Tensor& coeffs,
+    const at::Tensor& v_colors, bool campos_grad);
 
 // tiles.cpp
 std::tuple<at::Tensor, at::Tensor> bin_tiles(const at::Tensor& means2d, const at::Tensor& radii,

@@ -92,22 +92,27 @@ def test_means2d_grad_is_retained():
 @pytest.mark.parametrize("backend", ["cpu", "torch"])
 @pytest.mark.parametrize("sh_degree", [None, 2])
 def test_per_camera_colors_match_one_camera_at_a_time(backend, sh_degree):
-    # Oracle: each camera rendered alone with per-Gaussian colours set to that camera's colours.
+    # Oracle: each camera rendered alone with per-Gaussian colours set to that camera's colours;
+    # each camera's own gradient (through its SH view directions too) must not see the others.
     s = tricky_scene(n=40, n_cameras=3, width=24, height=16, batch=(2,), sh_degree=sh_degree, seed=7)
     g = torch.Generator().manual_seed(8)
     per_camera = torch.rand(2, 3, *s["colors"].shape[1:], generator=g) - 0.2  # [B, C, N, ...]
+    cameras = {k: s[k].clone().requires_grad_(True) for k in ("viewmats", "Ks")}
     per_camera.requires_grad_(True)
-    colors, alphas, _ = rasterize(**{**s, "colors": per_camera}, backend=backend)
+    colors, alphas, _ = rasterize(**{**s, **cameras, "colors": per_camera}, backend=backend)
     weights = torch.randn(colors.shape, generator=g)
     (colors * weights).sum().backward()
     for c in range(3):
         alone = per_camera.detach()[:, c].clone().requires_grad_(True)
-        one = {**s, "colors": alone, "viewmats": s["viewmats"][:, c : c + 1], "Ks": s["Ks"][:, c : c + 1]}
-        want, want_alphas, _ = rasterize(**one, backend=backend)
+        one = {k: s[k][:, c : c + 1].clone().requires_grad_(True) for k in ("viewmats", "Ks")}
+        want, want_alphas, _ = rasterize(**{**s, **one, "colors": alone}, backend=backend)
         (want * weights[:, c : c + 1]).sum().backward()
         torch.testing.assert_close(colors[:, c : c + 1].detach(), want.detach(), rtol=0, atol=1e-6)
         torch.testing.assert_close(alphas[:, c : c + 1], want_alphas, rtol=0, atol=1e-6)
         torch.testing.assert_close(per_camera.grad[:, c], alone.grad, rtol=1e-5, atol=1e-6)
+        for k, camera in cameras.items():  # sums over the Gaussians, perhaps in another order
+            scale = one[k].grad.abs().max().item()
+            torch.testing.assert_close(camera.grad[:, c : c + 1], one[k].grad, rtol=1e-5, atol=1e-6 * scale)
 
 
 def test_per_camera_colors_must_match_the_cameras():

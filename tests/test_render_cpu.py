@@ -7,6 +7,9 @@ absolute on colours and alphas. Projected means near the near plane inherit the 
 the camera-space z, hence rtol 1e-3 on the meta tensors. Gradients are compared relative to the largest entry of
 each tensor (rtol 1e-3, atol 1e-4 of that scale): the kernel recovers transmittances back to front
 by division, which compounds a few ulps per layer, and sums per-pixel terms in another order.
+The camera gradients (viewmats, Ks) sum such per-Gaussian terms over every visible Gaussian, in
+another order again, so their differences add up too: about 1e-5 of the largest entry on these
+scenes, inside the same tolerance.
 Expected depth (ED) divides by alphas that can be tiny at footprint edges and amplifies those
 differences, so its image tolerance is relative as well.
 """
@@ -19,7 +22,7 @@ from render_scenes import dense_scene, tricky_scene
 
 from model.render import rasterize
 
-GRAD_INPUTS = ("means", "quats", "scales", "opacities", "colors", "backgrounds")
+GRAD_INPUTS = ("means", "quats", "scales", "opacities", "colors", "backgrounds", "viewmats", "Ks")
 
 
 def render(scene: dict, backend: str, render_mode: str = "RGB", seed: int = 0):
@@ -118,18 +121,34 @@ def test_needles_crossing_whole_tiles():
 
 
 def test_same_result_for_any_thread_count():
-    scene = with_background(tricky_scene(sh_degree=3, seed=40), 3)
+    # 2000 Gaussians make 8 chunks of the kernels' camera-gradient sums, so threads share the
+    # chunks unevenly; the sums must still add up in one fixed order.
+    scene = with_background(tricky_scene(n=2000, sh_degree=3, seed=40), 3)
     threads = torch.get_num_threads()
     try:
-        torch.set_num_threads(1)
-        one = render(scene, "cpu", "RGB+D")
-        torch.set_num_threads(2)
-        two = render(scene, "cpu", "RGB+D")
+        runs = []
+        for n_threads in (1, 2, 3):
+            torch.set_num_threads(n_threads)
+            runs.append(render(scene, "cpu", "RGB+D"))
     finally:
         torch.set_num_threads(threads)
-    assert torch.equal(one[0], two[0]) and torch.equal(one[1], two[1])
-    for name in one[3]:
-        assert torch.equal(one[3][name], two[3][name]), name
+    one = runs[0]
+    assert one[3]["viewmats"].abs().sum() > 0 and one[3]["Ks"].abs().sum() > 0
+    for other in runs[1:]:
+        assert torch.equal(one[0], other[0]) and torch.equal(one[1], other[1])
+        for name in one[3]:
+            assert torch.equal(one[3][name], other[3][name]), name
+
+
+def test_clamped_gaussians_move_with_the_principal_point():
+    # x/z >= 1.2 is beyond the clamp limit (1.15 W - cx) / fx = 0.72: every visible Gaussian has a
+    # clamped Jacobian, whose gradient reaches cx through the limit instead of fx through x/z.
+    scene = tricky_scene(n=200, seed=70)
+    g = torch.Generator().manual_seed(71)
+    scene["means"][:, 0] = scene["means"][:, 2].abs() * (1.2 + torch.rand(200, generator=g))
+    scene["scales"] = scene["scales"] * 3.0  # wide enough to reach into the image
+    meta = compare(scene)
+    assert (meta["radii"] > 0).any(-1).sum() > 20
 
 
 def test_culled_gaussians_get_zero_gradients():

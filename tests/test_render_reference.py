@@ -139,13 +139,21 @@ def test_reference_camera_gradcheck_float64():
     assert gradcheck_wrt(gradcheck_scene(6), ["viewmats", "Ks"], "RGB+D")
 
 
-def test_cpu_backend_refuses_camera_gradients():
-    viewmats, Ks = one_camera(16, 16, 20.0)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_camera_gradients_mirror_the_gaussians(backend):
+    # With R = I the camera-space mean is m + t, so t gets exactly the mean's gradient; the 2D mean
+    # is f x/z + cx, so (cx, cy) get exactly the screen-space gradient (the Jacobian does not
+    # depend on them away from the clamp). Entries the projection never reads get zero.
+    viewmats, Ks = (t.clone().requires_grad_(True) for t in one_camera(16, 16, 20.0))
     scene = on_axis([3.0], 0.3, 0.7, [[1.0, 1.0, 1.0]])
-    with pytest.raises(ValueError, match="no gradient for viewmats"):
-        rasterize(**scene, viewmats=viewmats.requires_grad_(True), Ks=Ks, width=16, height=16, backend="cpu")
-    with torch.no_grad():  # without autograd there is nothing to refuse
-        rasterize(**scene, viewmats=viewmats, Ks=Ks, width=16, height=16, backend="cpu")
+    scene["means"] = torch.tensor([[0.2, -0.1, 3.0]], requires_grad=True)
+    img, _, meta = rasterize(**scene, viewmats=viewmats, Ks=Ks, width=16, height=16, backend=backend)
+    (img * torch.randn(img.shape, generator=torch.Generator().manual_seed(0))).sum().backward()
+    assert scene["means"].grad.abs().min() > 0
+    torch.testing.assert_close(viewmats.grad[0, :3, 3], scene["means"].grad[0], rtol=1e-5, atol=0)
+    torch.testing.assert_close(Ks.grad[0, :2, 2], meta["means2d"].grad[0, 0], rtol=1e-5, atol=0)
+    assert (viewmats.grad[0, 3] == 0).all() and (Ks.grad[0, 2] == 0).all()
+    assert Ks.grad[0, 0, 1] == 0 and Ks.grad[0, 1, 0] == 0
 
 
 def test_means2d_receives_the_screen_space_gradient():

@@ -14,9 +14,9 @@ per axis (the box just holding every pixel where alpha can reach 1/255); alpha =
 o exp(-sigma)), skipped below 1/255; a pixel stops before the Gaussian that would take its
 transmittance to 1e-4; 16x16 tiles, front to back by depth; background added as T_final * bg.
 
-Differences from gsplat: the cpu backend takes cameras as constants (viewmats / Ks that require a
-gradient are refused there; the torch backend differentiates them); meta carries the per-camera
-projection results but not gsplat's tile-intersection tensors.
+Differences from gsplat: the cpu and torch backends differentiate Ks as well as viewmats (gsplat,
+hence backend "gsplat", only viewmats); meta carries the per-camera projection results but not
+gsplat's tile-intersection tensors.
 """
 
 from __future__ import annotations
@@ -81,9 +81,6 @@ def rasterize(
         for t in (means, quats, scales, opacities, colors, viewmats, Ks, backgrounds):
             if t is not None:
                 cpu.check_supported(t)
-        if torch.is_grad_enabled() and (viewmats.requires_grad or Ks.requires_grad):
-            raise ValueError("backend='cpu' has no gradient for viewmats / Ks; pass them detached "
-                             "(viewmats.detach()) or use backend='torch' to optimise cameras")
 
     B = math.prod(batch_dims)
     viewmats = viewmats.reshape(B, C, 4, 4)

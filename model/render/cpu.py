@@ -3,7 +3,9 @@
 Each stage (projection, SH colour, compositing) is its own Function with a hand-written backward,
 so the 2D means are an ordinary tensor between two Functions and receive their own gradient (what
 3DGS densification reads). Inputs must be float32 CPU tensors; the C++ code needs them contiguous.
-Cameras (viewmats, Ks) are constants: no gradient flows to them.
+Cameras are differentiated too: projection gives viewmats and Ks their gradients, SH colouring the
+camera centres theirs (which reach viewmats through rasterize's camera_centres). The kernels only
+compute them when a camera input requires a gradient, so fixed cameras cost nothing extra.
 """
 
 from __future__ import annotations
@@ -31,11 +33,12 @@ class _Project(Function):
     @once_differentiable
     def backward(ctx, _v_radii, v_means2d, v_depths, v_conics):
         means, quats, scales, viewmats, Ks, radii, conics = ctx.saved_tensors
-        v_means, v_quats, v_scales = load_ops().project_backward(
+        camera_grads = ctx.needs_input_grad[4] or ctx.needs_input_grad[5]
+        v_means, v_quats, v_scales, v_viewmats, v_Ks = load_ops().project_backward(
             means, quats, scales, viewmats, Ks, radii, conics,
-            v_means2d.contiguous(), v_depths.contiguous(), v_conics.contiguous(), *ctx.size,
+            v_means2d.contiguous(), v_depths.contiguous(), v_conics.contiguous(), *ctx.size, camera_grads,
         )  # fmt: skip
-        return v_means, v_quats, v_scales, None, None, None, None, None, None, None, None
+        return v_means, v_quats, v_scales, None, v_viewmats, v_Ks, None, None, None, None, None
 
 
 class _ShColors(Function):
@@ -49,8 +52,10 @@ class _ShColors(Function):
     @once_differentiable
     def backward(ctx, v_colors):
         means, campos, coeffs = ctx.saved_tensors
-        v_means, v_coeffs = load_ops().sh_backward(ctx.degree, means, campos, coeffs, v_colors.contiguous())
-        return None, v_means, None, v_coeffs
+        v_means, v_coeffs, v_campos = load_ops().sh_backward(
+            ctx.degree, means, campos, coeffs, v_colors.contiguous(), ctx.needs_input_grad[2]
+        )
+        return None, v_means, v_campos, v_coeffs
 
 
 class _Composite(Function):
