@@ -10,35 +10,17 @@
 #include <cstdint>
 
 #include "for_each_tile.h"
+#include "simd.h"
 #include "splat.h"
 
 namespace splat {
 
 // The pixel loops work on groups of kLanes tile columns at once: 4 floats (SSE2, NEON) by default,
-// 8 in a second copy compiled for AVX2 + FMA and picked at run time. The FMA copy fuses the
+// 8 in a second copy compiled for AVX2 + FMA and picked at run time (simd.h). The FMA copy fuses the
 // multiply-adds of the falloff and of exp (fewer instructions and one rounding instead of two);
 // the default copy rounds each operation. Forward and backward always take the same copy, so
 // they agree on every skip decision; -ffp-contract=off keeps the compiler from fusing anything
 // on its own, which would break that agreement.
-#if defined(__x86_64__) || defined(__i386__)
-#define SPLAT_TARGET_AVX2 __attribute__((target("avx2,fma")))
-inline bool cpu_has_avx2() {
-  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return yes;
-}
-#else
-#define SPLAT_TARGET_AVX2
-inline bool cpu_has_avx2() { return false; }
-#endif
-
-// a * b + c, fused (one rounding) in the FMA copy.
-template <bool kFma>
-inline float mul_add(float a, float b, float c) {
-  if constexpr (kFma)
-    return __builtin_fmaf(a, b, c);
-  else
-    return a * b + c;
-}
 
 // Per-pixel state of a tile lives in planes of kPlane floats: the kPix pixels plus room for one
 // vector group that starts at a span's first column and runs past the tile's last pixel. Columns
@@ -135,18 +117,6 @@ inline float exp_neg(float x) {
   const float e = mul_add<kFma>(y, r2, r) + 1.f;
   const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
   return e * std::bit_cast<float>(bits);
-}
-
-// c ? a : b without a branch. Written as a plain ternary, GCC turns `x = c ? y : x` into a
-// conditional store, which stops it from vectorising the whole loop.
-inline float select(bool c, float a, float b) {
-  const int32_t m = -static_cast<int32_t>(c);
-  return std::bit_cast<float>((std::bit_cast<int32_t>(a) & m) | (std::bit_cast<int32_t>(b) & ~m));
-}
-
-inline int32_t select(bool c, int32_t a, int32_t b) {
-  const int32_t m = -static_cast<int32_t>(c);
-  return (a & m) | (b & ~m);
 }
 
 // Gaussian falloff sigma = 0.5 a dx^2 + b dx dy + 0.5 c dy^2 at offset (dx, dy) = mean - pixel

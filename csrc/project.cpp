@@ -12,14 +12,17 @@
 // The backward also differentiates the cameras (viewmat and K) on request, as the torch reference
 // does through the same formulas.
 #include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
 #include <ATen/ops/zeros_like.h>
 
 #include <algorithm>
 #include <cmath>
 #include <optional>
+#include <vector>
 
 #include "camera_sums.h"
+#include "simd.h"
 #include "small_math.h"
 #include "splat.h"
 
@@ -50,8 +53,8 @@ Camera load_camera(const float* viewmat, const float* K, int64_t width, int64_t 
   return cam;
 }
 
-inline Vec3 to_camera(const Camera& cam, const float* m) {
-  Vec3 p = matvec(cam.R, {m[0], m[1], m[2]});
+inline Vec3 to_camera(const Camera& cam, Vec3 m) {
+  Vec3 p = matvec(cam.R, m);
   return {p.x + cam.t.x, p.y + cam.t.y, p.z + cam.t.z};
 }
 
@@ -68,8 +71,11 @@ struct Footprint {
   float s00, s01, s11;      // 2D covariance including eps2d
 };
 
-Footprint footprint(const Camera& cam, const Vec3& p, const float* q, const float* s, float eps2d) {
+// Quaternion and scales are passed by value: in the vectorised forward loop they live in registers.
+__attribute__((always_inline)) inline Footprint footprint(const Camera& cam, Vec3 p, Quat quat,
+                                                          Vec3 scale, float eps2d) {
   Footprint f;
+  const float q[4] = {quat.w, quat.x, quat.y, quat.z}, s[3] = {scale.x, scale.y, scale.z};
   const float inv = 1.f / std::sqrt(q[0] * q[0] + q[1] * q[1] + q[2] * q[2] + q[3] * q[3]);
   f.inv_qnorm = inv;
   for (int i = 0; i < 4; ++i) f.qn[i] = q[i] * inv;
@@ -105,58 +111,119 @@ Footprint footprint(const Camera& cam, const Vec3& p, const float* q, const floa
 
 }  // namespace
 
+namespace {
+
+struct ForwardArgs {
+  const float *means, *quats, *scales, *extend;  // extend: box half-size in sigmas, < 0 culls
+  int32_t* radii;
+  float *means2d, *depths, *conics;
+  float eps2d, near_plane, far_plane, width, height;
+};
+
+// Projects Gaussians g0 .. g0 + count - 1 into one camera, writing output slots idx0 onwards.
+// Blocks of kBlock Gaussians are copied into planar arrays, projected by a branch-free loop (a
+// culled Gaussian computes like the others and is zeroed by its mask) that GCC vectorises
+// across Gaussians in the AVX2 copy, and copied out. Each lane does the same IEEE operations as a
+// scalar run (no FMA here), so both copies give identical results.
+constexpr int kBlock = 64;
+
+__attribute__((always_inline)) inline void project_run(const Camera& camera, const ForwardArgs& args,
+                                                      int64_t g0, int64_t idx0, int64_t count) {
+  // Local copies: the output stores could alias the referenced floats as far as GCC knows.
+  const Camera cam = camera;
+  const ForwardArgs a = args;
+  float in[11][kBlock];  // mean xyz, quaternion wxyz, scale xyz, extend
+  float out[7][kBlock];  // radius x, y, mean2d x, y, depth, conic a, b, c (radii as floats)
+  float out_c[3][kBlock];
+  for (int64_t start = 0; start < count; start += kBlock) {
+    const int n = static_cast<int>(std::min<int64_t>(kBlock, count - start));
+    for (int i = 0; i < kBlock; ++i) {
+      const int64_t g = g0 + start + std::min(i, n - 1);  // the tail repeats the last Gaussian
+      for (int k = 0; k < 3; ++k) in[k][i] = a.means[3 * g + k];
+      for (int k = 0; k < 4; ++k) in[3 + k][i] = a.quats[4 * g + k];
+      for (int k = 0; k < 3; ++k) in[7 + k][i] = a.scales[3 * g + k];
+      in[10][i] = a.extend[g];
+    }
+    for (int i = 0; i < kBlock; ++i) {
+      const Vec3 p = to_camera(cam, {in[0][i], in[1][i], in[2][i]});
+      const Footprint f =
+          footprint(cam, p, {in[3][i], in[4][i], in[5][i], in[6][i]}, {in[7][i], in[8][i], in[9][i]}, a.eps2d);
+      const float det = f.s00 * f.s11 - f.s01 * f.s01;
+      const float extend = in[10][i];
+      // The cap keeps the int conversion defined; no image is 2^30 pixels across.
+      const float rx = std::min(std::ceil(extend * std::sqrt(f.s00)), 1073741824.f);
+      const float ry = std::min(std::ceil(extend * std::sqrt(f.s11)), 1073741824.f);
+      const float rz = 1.f / p.z;
+      const float mx = cam.fx * p.x * rz + cam.cx, my = cam.fy * p.y * rz + cam.cy;
+      const bool keep = (p.z >= a.near_plane) & (p.z <= a.far_plane) & (det > 0.f) & (extend >= 0.f) &
+                        (rx + ry > 0.f) /* both >= 0 */ & (mx + rx > 0.f) & (mx - rx < a.width) &
+                        (my + ry > 0.f) & (my - ry < a.height);
+      out[0][i] = select(keep, rx, 0.f);
+      out[1][i] = select(keep, ry, 0.f);
+      out[2][i] = select(keep, mx, 0.f);
+      out[3][i] = select(keep, my, 0.f);
+      out[4][i] = select(keep, p.z, 0.f);
+      out_c[0][i] = select(keep, f.s11 / det, 0.f);
+      out_c[1][i] = select(keep, -f.s01 / det, 0.f);
+      out_c[2][i] = select(keep, f.s00 / det, 0.f);
+    }
+    for (int i = 0; i < n; ++i) {
+      const int64_t idx = idx0 + start + i;
+      a.radii[2 * idx] = static_cast<int32_t>(out[0][i]);
+      a.radii[2 * idx + 1] = static_cast<int32_t>(out[1][i]);
+      a.means2d[2 * idx] = out[2][i];
+      a.means2d[2 * idx + 1] = out[3][i];
+      a.depths[idx] = out[4][i];
+      for (int k = 0; k < 3; ++k) a.conics[3 * idx + k] = out_c[k][i];
+    }
+  }
+}
+
+SPLAT_TARGET_AVX2 void project_run_avx2(const Camera& cam, const ForwardArgs& a, int64_t g0, int64_t idx0,
+                                        int64_t count) {
+  project_run(cam, a, g0, idx0, count);
+}
+
+}  // namespace
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> project_forward(
     const at::Tensor& means, const at::Tensor& quats, const at::Tensor& scales,
     const at::Tensor& opacities, const at::Tensor& viewmats, const at::Tensor& Ks, int64_t width,
     int64_t height, double eps2d, double near_plane, double far_plane) {
   const int64_t B = means.size(0), N = means.size(1), C = viewmats.size(1);
   auto opt = means.options();
-  at::Tensor radii = at::zeros({B, C, N, 2}, opt.dtype(at::kInt));
-  at::Tensor means2d = at::zeros({B, C, N, 2}, opt);
-  at::Tensor depths = at::zeros({B, C, N}, opt);
-  at::Tensor conics = at::zeros({B, C, N, 3}, opt);
+  at::Tensor radii = at::empty({B, C, N, 2}, opt.dtype(at::kInt));
+  at::Tensor means2d = at::empty({B, C, N, 2}, opt);
+  at::Tensor depths = at::empty({B, C, N}, opt);
+  at::Tensor conics = at::empty({B, C, N, 3}, opt);
 
-  const float* m_ptr = means.data_ptr<float>();
-  const float* q_ptr = quats.data_ptr<float>();
-  const float* s_ptr = scales.data_ptr<float>();
+  // Opacity-aware box: beyond sqrt(2 ln(o / alpha_min)) sigmas alpha is below 1/255. Once per
+  // Gaussian, not per camera, and outside the vector loop (there is no vector log).
+  std::vector<float> extend(static_cast<size_t>(B * N));
   const float* o_ptr = opacities.data_ptr<float>();
+  at::parallel_for(0, B * N, 4096, [&](int64_t begin, int64_t end) {
+    for (int64_t g = begin; g < end; ++g)
+      extend[g] = o_ptr[g] >= kAlphaMin ? std::min(kExtendMax, std::sqrt(2.f * std::log(o_ptr[g] / kAlphaMin))) : -1.f;
+  });
+
+  const ForwardArgs args{means.data_ptr<float>(), quats.data_ptr<float>(), scales.data_ptr<float>(),
+                         extend.data(), radii.data_ptr<int32_t>(), means2d.data_ptr<float>(),
+                         depths.data_ptr<float>(), conics.data_ptr<float>(), static_cast<float>(eps2d),
+                         static_cast<float>(near_plane), static_cast<float>(far_plane),
+                         static_cast<float>(width), static_cast<float>(height)};
   const float* vm_ptr = viewmats.data_ptr<float>();
   const float* k_ptr = Ks.data_ptr<float>();
-  int32_t* radii_ptr = radii.data_ptr<int32_t>();
-  float* m2_ptr = means2d.data_ptr<float>();
-  float* d_ptr = depths.data_ptr<float>();
-  float* con_ptr = conics.data_ptr<float>();
-  const float eps = static_cast<float>(eps2d);
-  const float near_f = static_cast<float>(near_plane), far_f = static_cast<float>(far_plane);
-
   at::parallel_for(0, B * C * N, 1024, [&](int64_t begin, int64_t end) {
-    for (int64_t idx = begin; idx < end; ++idx) {
-      const int64_t b = idx / (C * N), c = (idx / N) % C, n = idx % N;
-      const Camera cam = load_camera(vm_ptr + (b * C + c) * 16, k_ptr + (b * C + c) * 9, width, height);
-      const int64_t g = b * N + n;
-      const Vec3 p = to_camera(cam, m_ptr + 3 * g);
-      if (!(p.z >= near_f && p.z <= far_f)) continue;
-      const Footprint f = footprint(cam, p, q_ptr + 4 * g, s_ptr + 3 * g, eps);
-      const float det = f.s00 * f.s11 - f.s01 * f.s01;
-      if (!(det > 0.f)) continue;
-      const float opacity = o_ptr[g];
-      if (!(opacity >= kAlphaMin)) continue;
-      // Opacity-aware box: beyond sqrt(2 ln(o / alpha_min)) sigmas alpha is below 1/255.
-      const float extend = std::min(kExtendMax, std::sqrt(2.f * std::log(opacity / kAlphaMin)));
-      const float rx = std::ceil(extend * std::sqrt(f.s00));
-      const float ry = std::ceil(extend * std::sqrt(f.s11));
-      if (rx <= 0.f && ry <= 0.f) continue;
-      const float rz = 1.f / p.z;
-      const float mx = cam.fx * p.x * rz + cam.cx, my = cam.fy * p.y * rz + cam.cy;
-      if (mx + rx <= 0.f || mx - rx >= width || my + ry <= 0.f || my - ry >= height) continue;
-      radii_ptr[2 * idx] = static_cast<int32_t>(rx);
-      radii_ptr[2 * idx + 1] = static_cast<int32_t>(ry);
-      m2_ptr[2 * idx] = mx;
-      m2_ptr[2 * idx + 1] = my;
-      d_ptr[idx] = p.z;
-      con_ptr[3 * idx] = f.s11 / det;
-      con_ptr[3 * idx + 1] = -f.s01 / det;
-      con_ptr[3 * idx + 2] = f.s00 / det;
+    // The range may span cameras: one run per camera it touches.
+    for (int64_t idx = begin; idx < end;) {
+      const int64_t bc = idx / N, n = idx % N, count = std::min(end - idx, N - n);
+      const Camera cam = load_camera(vm_ptr + bc * 16, k_ptr + bc * 9, width, height);
+      const int64_t g0 = (bc / C) * N + n;
+      if (cpu_has_avx2())
+        project_run_avx2(cam, args, g0, idx, count);
+      else
+        project_run(cam, args, g0, idx, count);
+      idx += count;
     }
   });
   return {radii, means2d, depths, conics};
@@ -201,9 +268,9 @@ project_backward(const at::Tensor& means, const at::Tensor& quats, const at::Ten
         const Camera cam =
             load_camera(vm_ptr + (b * C + c) * 16, k_ptr + (b * C + c) * 9, width, height);
         const float* m = m_ptr + 3 * g;
-        const Vec3 p = to_camera(cam, m);
+        const Vec3 p = to_camera(cam, load_vec3(m));
         // eps2d only shifts the diagonal, which the backward does not need.
-        const Footprint f = footprint(cam, p, q_ptr + 4 * g, s_ptr + 3 * g, 0.f);
+        const Footprint f = footprint(cam, p, load_quat(q_ptr + 4 * g), load_vec3(s_ptr + 3 * g), 0.f);
 
         // conic = cov2d^-1: dL/dcov2d = -P V P with V the symmetric gradient of (a, b, c).
         const float a = con_ptr[3 * idx], bb = con_ptr[3 * idx + 1], cc = con_ptr[3 * idx + 2];

@@ -9,6 +9,13 @@ struct Vec3 {
   float x, y, z;
 };
 
+struct Quat {
+  float w, x, y, z;
+};
+
+inline Vec3 load_vec3(const float* p) { return {p[0], p[1], p[2]}; }
+inline Quat load_quat(const float* p) { return {p[0], p[1], p[2], p[3]}; }
+
 struct Mat3 {
   float m[3][3];  // m[row][col]
 };

@@ -18,7 +18,7 @@ import torch
 
 CSRC = Path(__file__).resolve().parents[2] / "csrc"
 SOURCES = ("project.cpp", "sh_colors.cpp", "tiles.cpp", "composite_forward.cpp", "composite_backward.cpp", "ops.cpp")
-HEADERS = ("splat.h", "small_math.h", "sh.h", "for_each_tile.h", "camera_sums.h", "composite_common.h")
+HEADERS = ("splat.h", "simd.h", "small_math.h", "sh.h", "for_each_tile.h", "camera_sums.h", "composite_common.h")
 # -ffp-contract=off: forward and backward must round identically so they agree on which
 # (pixel, Gaussian) pairs pass the alpha test. -fno-trapping-math / -fno-math-errno (nothing reads
 # FP traps or errno) let GCC if-convert and vectorise the compositing loops.
