@@ -202,7 +202,7 @@ struct BackwardTile {
 template <int CD>
 void backward_image(const BackwardTile<CD>& bt, const Image& im, int64_t n_tiles) {
   for_each_tile(
-      n_tiles, [&] { return bt.make_state(); },
+      n_tiles, im.tile_offsets, [&] { return bt.make_state(); },
       [&](int64_t t, typename BackwardTile<CD>::State& st) { bt.run(im, t, st); });
 }
 

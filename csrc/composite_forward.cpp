@@ -161,7 +161,7 @@ template <int CD>
 int64_t composite_image(const Compositor<CD>& comp, const Image& im, int64_t n_tiles) {
   std::atomic<int64_t> blends{0};
   for_each_tile(
-      n_tiles, [&] { return comp.make_state(); },
+      n_tiles, im.tile_offsets, [&] { return comp.make_state(); },
       [&](int64_t t, typename Compositor<CD>::State& st) {
         comp.run(im, t, st);
         blends.fetch_add(st.blends);

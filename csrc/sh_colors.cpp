@@ -8,10 +8,12 @@
 #include <ATen/ops/empty_like.h>
 #include <ATen/ops/zeros_like.h>
 
+#include <algorithm>
 #include <cmath>
 #include <optional>
 
 #include "camera_sums.h"
+#include "simd.h"
 #include "sh.h"
 #include "splat.h"
 
@@ -30,31 +32,78 @@ inline float unit_dir(const float* mean, const float* campos, float d[3]) {
   return len;
 }
 
+// Colours of Gaussians g0 .. g0 + count - 1 (coefficient rows of K) seen from the camera centre
+// cam, into colour rows idx0 onwards. Blocks of kBlock Gaussians are copied into planar arrays,
+// coloured by a loop GCC vectorises across Gaussians in the AVX2 copy, and copied out; each lane
+// does the scalar formula's operations in the same order (the backward recomputes the pre-clamp
+// colour and must round it identically).
+constexpr int kBlock = 32;
+
+template <int kDegree>
+__attribute__((always_inline)) inline void sh_run(const float* cam, const float* means, const float* coeffs,
+                                                 int64_t K, float* out, int64_t g0, int64_t idx0, int64_t count) {
+  constexpr int kBasis = (kDegree + 1) * (kDegree + 1);
+  const float cx = cam[0], cy = cam[1], cz = cam[2];
+  float dir[3][kBlock], coef[3 * kBasis][kBlock], col[3][kBlock];
+  for (int64_t start = 0; start < count; start += kBlock) {
+    const int n = static_cast<int>(std::min<int64_t>(kBlock, count - start));
+    for (int i = 0; i < kBlock; ++i) {
+      const int64_t g = g0 + start + std::min(i, n - 1);  // the tail repeats the last Gaussian
+      dir[0][i] = means[3 * g] - cx;
+      dir[1][i] = means[3 * g + 1] - cy;
+      dir[2][i] = means[3 * g + 2] - cz;
+      for (int q = 0; q < 3 * kBasis; ++q) coef[q][i] = coeffs[g * K * 3 + q];
+    }
+    for (int i = 0; i < kBlock; ++i) {
+      const float vx = dir[0][i], vy = dir[1][i], vz = dir[2][i];
+      const float len = std::sqrt(vx * vx + vy * vy + vz * vz);
+      const float inv = select(len > 0.f, 1.f / len, 0.f);
+      float basis[16];
+      sh_basis(kDegree, vx * inv, vy * inv, vz * inv, basis);
+      for (int k = 0; k < 3; ++k) {
+        float acc = 0.5f;
+        for (int j = 0; j < kBasis; ++j) acc += basis[j] * coef[3 * j + k][i];
+        col[k][i] = select(acc > 0.f, acc, 0.f);
+      }
+    }
+    for (int i = 0; i < n; ++i)
+      for (int k = 0; k < 3; ++k) out[3 * (idx0 + start + i) + k] = col[k][i];
+  }
+}
+
+template <int kDegree>
+SPLAT_TARGET_AVX2 void sh_run_avx2(const float* cam, const float* means, const float* coeffs, int64_t K,
+                                   float* out, int64_t g0, int64_t idx0, int64_t count) {
+  sh_run<kDegree>(cam, means, coeffs, K, out, g0, idx0, count);
+}
+
+template <int kDegree>
+void sh_run_any(const float* cam, const float* means, const float* coeffs, int64_t K, float* out,
+                int64_t g0, int64_t idx0, int64_t count) {
+  if (cpu_has_avx2())
+    sh_run_avx2<kDegree>(cam, means, coeffs, K, out, g0, idx0, count);
+  else
+    sh_run<kDegree>(cam, means, coeffs, K, out, g0, idx0, count);
+}
+
 }  // namespace
 
 at::Tensor sh_forward(int64_t degree, const at::Tensor& means, const at::Tensor& campos,
                       const at::Tensor& coeffs) {
   const int64_t B = means.size(0), N = means.size(1), C = campos.size(1), K = coeffs.size(2);
-  const int deg = static_cast<int>(degree), n_basis = (deg + 1) * (deg + 1);
   at::Tensor colors = at::empty({B, C, N, 3}, means.options());
   const float* m_ptr = means.data_ptr<float>();
   const float* cam_ptr = campos.data_ptr<float>();
   const float* sh_ptr = coeffs.data_ptr<float>();
   float* out = colors.data_ptr<float>();
+  auto run = degree == 0 ? sh_run_any<0> : degree == 1 ? sh_run_any<1> : degree == 2 ? sh_run_any<2> : sh_run_any<3>;
 
   at::parallel_for(0, B * C * N, 2048, [&](int64_t begin, int64_t end) {
-    float basis[16], d[3];
-    for (int64_t idx = begin; idx < end; ++idx) {
-      const int64_t b = idx / (C * N), c = (idx / N) % C, n = idx % N;
-      const int64_t g = b * N + n;
-      unit_dir(m_ptr + 3 * g, cam_ptr + 3 * (b * C + c), d);
-      sh_basis(deg, d[0], d[1], d[2], basis);
-      const float* sh = sh_ptr + g * K * 3;
-      for (int k = 0; k < 3; ++k) {
-        float acc = 0.5f;
-        for (int j = 0; j < n_basis; ++j) acc += basis[j] * sh[3 * j + k];
-        out[3 * idx + k] = acc > 0.f ? acc : 0.f;
-      }
+    // The range may span cameras: one run per camera it touches.
+    for (int64_t idx = begin; idx < end;) {
+      const int64_t bc = idx / N, n = idx % N, count = std::min(end - idx, N - n);
+      run(cam_ptr + 3 * bc, m_ptr, sh_ptr, K, out, (bc / C) * N + n, idx, count);
+      idx += count;
     }
   });
   return colors;
