@@ -113,7 +113,7 @@ def main() -> None:
                         help="WxH:N configurations for the cpu backend")  # fmt: skip
     parser.add_argument("--ref-sizes", nargs="*", default=["256x256:10000"], help="configurations also timed on the torch reference")
     parser.add_argument("--scaling-size", default="256x256:100000", help="configuration for the 1 vs all threads comparison ('' to skip)")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--threads", type=int, nargs="+", default=[torch.get_num_threads()])
     parser.add_argument("--backend", default="cpu", help=argparse.SUPPRESS)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
