@@ -133,8 +133,8 @@ __attribute__((always_inline)) inline void project_run(const Camera& camera, con
   const Camera cam = camera;
   const ForwardArgs a = args;
   float in[11][kBlock];  // mean xyz, quaternion wxyz, scale xyz, extend
-  float out[7][kBlock];  // radius x, y, mean2d x, y, depth, conic a, b, c (radii as floats)
-  float out_c[3][kBlock];
+  float out[5][kBlock];    // radius x, y (as floats), mean2d x, y, depth
+  float conic[3][kBlock];  // a, b, c
   for (int64_t start = 0; start < count; start += kBlock) {
     const int n = static_cast<int>(std::min<int64_t>(kBlock, count - start));
     for (int i = 0; i < kBlock; ++i) {
@@ -163,9 +163,9 @@ __attribute__((always_inline)) inline void project_run(const Camera& camera, con
       out[2][i] = select(keep, mx, 0.f);
       out[3][i] = select(keep, my, 0.f);
       out[4][i] = select(keep, p.z, 0.f);
-      out_c[0][i] = select(keep, f.s11 / det, 0.f);
-      out_c[1][i] = select(keep, -f.s01 / det, 0.f);
-      out_c[2][i] = select(keep, f.s00 / det, 0.f);
+      conic[0][i] = select(keep, f.s11 / det, 0.f);
+      conic[1][i] = select(keep, -f.s01 / det, 0.f);
+      conic[2][i] = select(keep, f.s00 / det, 0.f);
     }
     for (int i = 0; i < n; ++i) {
       const int64_t idx = idx0 + start + i;
@@ -174,7 +174,7 @@ __attribute__((always_inline)) inline void project_run(const Camera& camera, con
       a.means2d[2 * idx] = out[2][i];
       a.means2d[2 * idx + 1] = out[3][i];
       a.depths[idx] = out[4][i];
-      for (int k = 0; k < 3; ++k) a.conics[3 * idx + k] = out_c[k][i];
+      for (int k = 0; k < 3; ++k) a.conics[3 * idx + k] = conic[k][i];
     }
   }
 }

@@ -20,12 +20,12 @@
 namespace splat {
 namespace {
 
-// Unit direction from the camera centre to the Gaussian, and the distance (0 when they coincide,
-// in which case the direction is zero and carries no gradient).
-inline float unit_dir(const float* mean, const float* campos, float d[3]) {
-  const float vx = mean[0] - campos[0], vy = mean[1] - campos[1], vz = mean[2] - campos[2];
+// Unit direction of the offset (vx, vy, vz) = mean - camera centre, and the distance (0 when they
+// coincide, in which case the direction is zero and carries no gradient). Branch-free, so the
+// forward's loop calling it vectorises.
+inline float unit_dir(float vx, float vy, float vz, float d[3]) {
   const float len = std::sqrt(vx * vx + vy * vy + vz * vz);
-  const float inv = len > 0.f ? 1.f / len : 0.f;
+  const float inv = select(len > 0.f, 1.f / len, 0.f);
   d[0] = vx * inv;
   d[1] = vy * inv;
   d[2] = vz * inv;
@@ -55,11 +55,9 @@ __attribute__((always_inline)) inline void sh_run(const float* cam, const float*
       for (int q = 0; q < 3 * kBasis; ++q) coef[q][i] = coeffs[g * K * 3 + q];
     }
     for (int i = 0; i < kBlock; ++i) {
-      const float vx = dir[0][i], vy = dir[1][i], vz = dir[2][i];
-      const float len = std::sqrt(vx * vx + vy * vy + vz * vz);
-      const float inv = select(len > 0.f, 1.f / len, 0.f);
-      float basis[16];
-      sh_basis(kDegree, vx * inv, vy * inv, vz * inv, basis);
+      float d[3], basis[16];
+      unit_dir(dir[0][i], dir[1][i], dir[2][i], d);
+      sh_basis(kDegree, d[0], d[1], d[2], basis);
       for (int k = 0; k < 3; ++k) {
         float acc = 0.5f;
         for (int j = 0; j < kBasis; ++j) acc += basis[j] * coef[3 * j + k][i];
@@ -137,7 +135,9 @@ std::tuple<at::Tensor, at::Tensor, std::optional<at::Tensor>> sh_backward(
         const int64_t idx = (b * C + c) * N + n;
         const float* vcol = vc_ptr + 3 * idx;
         if (vcol[0] == 0.f && vcol[1] == 0.f && vcol[2] == 0.f) continue;
-        const float len = unit_dir(m_ptr + 3 * g, cam_ptr + 3 * (b * C + c), d);
+        const float* mean = m_ptr + 3 * g;
+        const float* cam = cam_ptr + 3 * (b * C + c);
+        const float len = unit_dir(mean[0] - cam[0], mean[1] - cam[1], mean[2] - cam[2], d);
         sh_basis(deg, d[0], d[1], d[2], basis);
         float v[3];  // gradient of the pre-clamp colour
         for (int k = 0; k < 3; ++k) {
