@@ -4,10 +4,12 @@
     python bench/bench_model.py --paper-256        # + `paper`, 32 views 256x256, forward, GFLOP/s vs matmul peak
     python bench/bench_model.py --views --paper-960   # only `paper`, 32 views 960x544 inference (14 GB, 20 min here)
     python bench/bench_model.py --views 8 16 --backward   # also forward+backward (training mode)
+    python bench/bench_model.py --views 32 64 --variant-blocks mmmmmmmmmmmmmmmmt   # + a deeper `small`
 
 Each case runs in a fresh subprocess so its peak resident memory (ru_maxrss) is its own; the
-figure includes the weights and inputs. Times are the best of the first and --repeats more runs;
-forward hooks split them into Mamba2 blocks, transformer blocks and the rest (tokenizer, merge,
+figure includes the weights and inputs. Times are the best of the first and --repeats more runs,
+and over --rounds such processes per case, which cycle through the cases (on a shared machine a
+slow spell then hits every view count, not only the one running at the time); forward hooks split them into Mamba2 blocks, transformer blocks and the rest (tokenizer, merge,
 head), so the scaling of each part shows. FLOPs: torch's FlopCounterMode in a run of its own
 (matmuls, convolutions, per module) plus 4 L^2 D per attention block, which FlopCounterMode does
 not count for CPU attention.
@@ -25,6 +27,7 @@ import resource
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -182,8 +185,12 @@ def main() -> None:
     parser.add_argument("--no-transformer-only", action="store_true", help="skip the transformer-only comparison")
     parser.add_argument("--paper-256", action="store_true", help="paper preset, 32 views 256x256, forward")
     parser.add_argument("--paper-960", action="store_true", help="paper preset, 32 views 960x544, inference")
-    parser.add_argument("--repeats", type=int, default=1, help="runs after the first; the best run is reported")
+    parser.add_argument("--repeats", type=int, default=2,
+                        help="runs after the first (the first pages memory in); the best run is reported")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="fresh processes per `small` case, taken in turn across cases; the best is reported")
     parser.add_argument("--default-malloc", action="store_true", help="glibc's default allocator settings (see above)")
+    parser.add_argument("--variant-blocks", help="also time `small` with this block string (e.g. 16 m's and a t)")
     # internal: run one case in this process
     parser.add_argument("--case", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--preset", default="small", help=argparse.SUPPRESS)
@@ -199,23 +206,36 @@ def main() -> None:
         return
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; times are the best of {1 + args.repeats} "
-          f"runs; {'default glibc allocator' if args.default_malloc else 'freed memory kept for reuse'}")
-    patterns = ["hybrid"] + ([] if args.no_transformer_only else ["transformer"])
+          f"runs in each of {args.rounds} process(es) per case; "
+          f"{'default glibc allocator' if args.default_malloc else 'freed memory kept for reuse'}")
+    patterns = {"hybrid": "hybrid"}  # column -> --pattern of its cases
+    if args.variant_blocks:
+        try:
+            replace(preset("small"), blocks=args.variant_blocks)
+        except ValueError as e:
+            parser.error(f"--variant-blocks: {e}")
+        patterns["variant"] = args.variant_blocks
+    if not args.no_transformer_only:
+        patterns["transformer"] = "transformer"
     modes = ["infer"] + (["train"] if args.backward else [])
     small = preset("small")
     print(f"`small`: blocks {small.blocks!r}, merge before {small.merge_before}, "
-          f"widths {small.dim}->{small.merged_dim}; transformer-only: blocks {'t' * len(small.blocks)!r}, same widths")
+          f"widths {small.dim}->{small.merged_dim}; transformer-only: blocks {'t' * len(small.blocks)!r}, same widths"
+          + (f"; variant: blocks {args.variant_blocks!r}, same widths" if args.variant_blocks else ""))
     for mode in modes if args.views else []:
         label = "forward (inference_mode)" if mode == "infer" else "forward+backward (train, checkpointing)"
         print(f"\n`small` at 256x256, {label}")
         print(f"{'views':>6} | " + " | ".join(f"{p + ' s':>16}{'peak GB':>9}" for p in patterns))
         results = {p: {} for p in patterns}
+        for _ in range(args.rounds):  # rounds cycle through all cases, so a slow spell hits them all
+            for v in args.views:
+                for p in patterns:
+                    r = spawn("small", patterns[p], v, 256, 256, mode, args.repeats, default_malloc=args.default_malloc)
+                    if v not in results[p] or "error" in results[p][v] or r.get("time", float("inf")) < results[p][v]["time"]:
+                        results[p][v] = r
         for v in args.views:
-            cells = []
-            for p in patterns:
-                r = spawn("small", p, v, 256, 256, mode, args.repeats, default_malloc=args.default_malloc)
-                results[p][v] = r
-                cells.append(f"{r['time']:>16.2f}{r['peak_rss_gb']:>9.2f}" if "error" not in r else f"{'failed':>25}")
+            cells = [f"{r['time']:>16.2f}{r['peak_rss_gb']:>9.2f}" if "error" not in r else f"{'failed':>25}"
+                     for r in (results[p][v] for p in patterns)]
             print(f"{v:>6} | " + " | ".join(cells))
         for p in patterns:
             r = results[p]

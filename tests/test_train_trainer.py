@@ -2,6 +2,7 @@
 batches, learning on procedural scenes, and the command line."""
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -198,3 +199,20 @@ def test_entry_script_rejects_unknown_option():
     assert result.returncode == 2
     assert result.stderr.startswith("error: unrecognized arguments: --bogus (usage: stage3.py")
     assert result.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "demo_continued.yaml"])
+def test_demo_configs_rebuild_the_shipped_checkpoint_network(name):
+    """The commands in the demo model card must train the network the shipped file holds, even
+    after the `small` preset changes: its config (safetensors metadata) is the oracle."""
+    from safetensors import safe_open
+
+    from model.config import ModelConfig
+    from model.typed_config import from_dict
+    from train.model_setup import model_config
+
+    root = Path(__file__).resolve().parent.parent
+    with safe_open(root / "checkpoints/demo/model.safetensors", "pt") as f:
+        shipped = from_dict(ModelConfig, json.loads(f.metadata()["model_config"]))
+    config = load_config(TrainConfig, root / "train/configs" / name, [])
+    assert model_config(config.model) == shipped
