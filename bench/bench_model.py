@@ -9,8 +9,9 @@
 Each case runs in a fresh subprocess so its peak resident memory (ru_maxrss) is its own; the
 figure includes the weights and inputs. Times are the best of the first and --repeats more runs,
 and over --rounds such processes per case, which cycle through the cases (on a shared machine a
-slow spell then hits every view count, not only the one running at the time); forward hooks split them into Mamba2 blocks, transformer blocks and the rest (tokenizer, merge,
-head), so the scaling of each part shows. FLOPs: torch's FlopCounterMode in a run of its own
+slow spell then hits every view count, not only the one running at the time). Forward hooks
+split them into Mamba2 blocks, transformer blocks and the rest (tokenizer, merge, head), so the
+scaling of each part shows. FLOPs: torch's FlopCounterMode in a run of its own
 (matmuls, convolutions, per module) plus 4 L^2 D per attention block, which FlopCounterMode does
 not count for CPU attention.
 
@@ -231,7 +232,8 @@ def main() -> None:
             for v in args.views:
                 for p in patterns:
                     r = spawn("small", patterns[p], v, 256, 256, mode, args.repeats, default_malloc=args.default_malloc)
-                    if v not in results[p] or "error" in results[p][v] or r.get("time", float("inf")) < results[p][v]["time"]:
+                    best = results[p].get(v)
+                    if best is None or "error" in best or r.get("time", float("inf")) < best["time"]:
                         results[p][v] = r
         for v in args.views:
             cells = [f"{r['time']:>16.2f}{r['peak_rss_gb']:>9.2f}" if "error" not in r else f"{'failed':>25}"
