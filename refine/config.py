@@ -3,10 +3,21 @@
 Presets:
   classic  graphdeco's 30k-step optimisation from a point cloud: SH degree raised every 1000 steps,
            densification from 500 to 15k every 100 steps, opacity reset every 3000.
-  short    post-optimisation of predicted Gaussians: a few hundred steps, full SH degree from the start,
+  short    post-optimisation of predicted Gaussians: 500 steps, full SH degree from the start,
            no densification and no opacity reset (a prediction already has one Gaussian per pixel, and
            a reset would throw away its opacities for a run too short to recover them).
 `robust=True` switches to SpotlessSplats: masked L1, no opacity reset, utilization-based pruning.
+
+A preset is written for its own run length. `preset(name, steps=N)` (or `config.for_steps(N)`)
+scales the schedule's milestones by N / preset steps (as gsplat's `steps_scaler` does): densification
+and robust pruning in the first half of any run, the SH degree raised over its first tenth, the
+position learning rate decayed over all of it. graphdeco changes the set of Gaussians only in the
+first half of its 30k steps and trains the second half undisturbed; so does every run.
+The intervals keep their values, as they measure the data and the optimiser, not the run: 100 steps
+of gradients decide a densification (scaled down, with one view per step, a short run densifies so
+often that its Gaussians multiply tenfold and it ends worse), and opacities need hundreds of steps
+to grow back after a reset (scaled down, resets leave a short run nearly transparent for long).
+So runs shorter than about 6000 steps have no opacity reset.
 """
 
 from __future__ import annotations
@@ -82,6 +93,26 @@ class RefineConfig:
         if self.spatial_lr_scale is not None and self.spatial_lr_scale <= 0:
             raise ValueError(f"spatial_lr_scale must be positive, got {self.spatial_lr_scale}")
 
+    def for_steps(self, steps: int) -> RefineConfig:
+        """This config for a run of `steps`: milestones scaled by steps / self.steps, intervals kept."""
+        if steps <= 0:
+            raise ValueError(f"steps must be positive, got {steps}")
+        factor = steps / self.steps
+
+        def at(value: int) -> int:
+            return round(value * factor)
+
+        return self.replace(
+            steps=steps,
+            position_lr_delay_steps=at(self.position_lr_delay_steps),
+            position_lr_max_steps=None if self.position_lr_max_steps is None else max(1, at(self.position_lr_max_steps)),
+            sh_degree_interval=max(1, at(self.sh_degree_interval)),
+            densify_from=at(self.densify_from),
+            densify_until=at(self.densify_until),
+            ubp_from=at(self.ubp_from),
+            ubp_until=at(self.ubp_until),
+        )
+
     @property
     def position_max_steps(self) -> int:
         return self.position_lr_max_steps or self.steps
@@ -96,11 +127,13 @@ class RefineConfig:
         return dataclasses.replace(self, **changes)
 
     @staticmethod
-    def preset(name: str, **changes) -> RefineConfig:
-        """A named preset with optional field changes, e.g. `preset("short", steps=300, robust=True)`."""
+    def preset(name: str, steps: int | None = None, **changes) -> RefineConfig:
+        """A named preset scaled to a run of `steps` (None: the preset's own length), then field changes
+        taken as given, e.g. `preset("short", steps=300, robust=True)`."""
         if name not in PRESETS:
             raise ValueError(f"unknown refinement preset {name!r}; expected one of {sorted(PRESETS)}")
-        return dataclasses.replace(PRESETS[name], **changes)
+        config = PRESETS[name] if steps is None else PRESETS[name].for_steps(steps)
+        return dataclasses.replace(config, **changes)
 
 
 PRESETS = {
@@ -113,6 +146,10 @@ PRESETS = {
         # The error histogram is meaningful from the first step when starting from a prediction,
         # so the Bernoulli warm-up can be shorter than from scratch (alpha ~ 0.05 after 300 steps).
         robust_schedule_beta=-1.5e-2,
+        # Robust pruning in the first half only, like graphdeco's density control: the second half
+        # trains the Gaussians that remain.
         ubp_from=100,
+        ubp_until=250,
+        ubp_interval=50,
     ),
 }

@@ -1,6 +1,6 @@
-"""The graphdeco position learning-rate schedule (`get_expon_lr_func`).
+"""When things happen during refinement: the position learning rate and density control.
 
-Log-linear interpolation from `lr_init` at step 0 to `lr_final` at `max_steps` (held afterwards),
+`ExponentialLR` is graphdeco's position learning-rate schedule (`get_expon_lr_func`): log-linear interpolation from `lr_init` at step 0 to `lr_final` at `max_steps` (held afterwards),
 optionally multiplied by a delay factor that rises from `lr_delay_mult` to 1 along a quarter sine
 over the first `lr_delay_steps` steps. Exponential decay suits positions: early steps move Gaussians
 across the scene, late steps only nudge them by sub-pixel amounts.
@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
+from .config import RefineConfig
 
 
 @dataclass(frozen=True)
@@ -37,3 +39,54 @@ class ExponentialLR:
             delay = self.lr_delay_mult + (1 - self.lr_delay_mult) * math.sin(0.5 * math.pi * ramp)
         t = min(step / self.max_steps, 1.0)
         return delay * math.exp(math.log(self.lr_init) * (1 - t) + math.log(self.lr_final) * t)
+
+
+@dataclass(frozen=True)
+class DensitySchedule:
+    """The steps (1-based, as graphdeco counts) at which density control acts in one run.
+
+    graphdeco's rules: gradient statistics accumulate while step < densify_until; clone/split/prune
+    every densify_interval steps after densify_from; opacity reset every opacity_reset_interval steps
+    while densifying, and once at densify_from on a white background; SpotlessSplats prunes unused
+    Gaussians every ubp_interval steps after ubp_from while step < ubp_until. On top of them, what changes the set
+    of Gaussians must leave them time to train: a reset is skipped unless a whole reset interval
+    follows it (the opacities must be won back, or the run ends on a nearly transparent scene), and a
+    densification or pruning event unless a whole interval of its kind follows it (new Gaussians get
+    the time graphdeco gives them before it next judges them). A config scaled to its run
+    (`RefineConfig.for_steps`) already satisfies both; they guard hand-set schedules.
+    """
+
+    config: RefineConfig
+    white_background: bool = False
+
+    def accumulates(self, step: int) -> bool:
+        """Whether this step's screen-space gradients count towards the next densification."""
+        c = self.config
+        return c.densify and step < c.densify_until
+
+    def densifies(self, step: int) -> bool:
+        c = self.config
+        return (self.accumulates(step) and step > c.densify_from and step % c.densify_interval == 0
+                and step + c.densify_interval <= c.steps)
+
+    def resets_opacity(self, step: int) -> bool:
+        c = self.config
+        if not (c.resets_opacity and self.accumulates(step) and step + c.opacity_reset_interval <= c.steps):
+            return False
+        return step % c.opacity_reset_interval == 0 or (self.white_background and step == c.densify_from)
+
+    def tracks_utilization(self, step: int) -> bool:
+        c = self.config
+        return c.robust and step < c.ubp_until
+
+    def prunes_unused(self, step: int) -> bool:
+        c = self.config
+        return (self.tracks_utilization(step) and step > c.ubp_from and step % c.ubp_interval == 0
+                and step + c.ubp_interval <= c.steps)
+
+    def events(self) -> dict[str, list[int]]:
+        """Every step at which each kind of event happens: {"densify", "opacity_reset", "ubp"}."""
+        steps = range(1, self.config.steps + 1)
+        return {"densify": [s for s in steps if self.densifies(s)],
+                "opacity_reset": [s for s in steps if self.resets_opacity(s)],
+                "ubp": [s for s in steps if self.prunes_unused(s)]}

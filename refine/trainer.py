@@ -24,6 +24,7 @@ from .config import RefineConfig
 from .densify import GradStats, densify_and_prune, reset_opacity
 from .params import GaussianParams, build_optimizer, group, position_schedule, scene_scale
 from .robust import ErrorHistogram, Utilization, inlier_mask, sampled_mask, warmup_alpha
+from .schedule import DensitySchedule
 from .surgery import keep
 
 
@@ -91,7 +92,7 @@ def refine(gaussians: Gaussians, images: Tensor, cameras: Cameras, config: Refin
     optimizer = build_optimizer(params, config, lr_scale)
     schedule = position_schedule(config, lr_scale)
     background = torch.tensor(config.background, dtype=torch.float32, device=device)
-    white = bool((background == 1).all())  # graphdeco also resets opacity once at densify_from on white
+    density = DensitySchedule(config, white_background=bool((background == 1).all()))
     max_degree = gaussians.sh_degree
     degree = min(config.sh_degree_start, max_degree)
     noise = torch.Generator(device=device).manual_seed(config.seed)
@@ -136,27 +137,25 @@ def refine(gaussians: Gaussians, images: Tensor, cameras: Cameras, config: Refin
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             grad2d, radii = meta["means2d"].grad, meta["radii"]
-            densifying = config.densify and step < config.densify_until
-            if densifying:
+            if density.accumulates(step):
                 grad_stats.add(grad2d, radii, width, height)
-            if config.robust and step <= config.ubp_until:
+            if density.tracks_utilization(step):
                 utilization.add(grad2d, radii, width, height)
             changed = False
-            ubp_event = step > config.ubp_from and step % config.ubp_interval == 0 and step <= config.ubp_until
-            if config.robust and ubp_event:
+            if density.prunes_unused(step):
                 # UBP stands in for the opacity reset: drop what no recent view used, and the transparent
                 unused = utilization.unused(config.ubp_threshold) | (torch.sigmoid(params.opacity) < config.min_opacity)
+                before = params.count
                 keep(params, optimizer, ~unused)
                 grad_stats.keep(~unused)
-                history.events.append({"step": step, "kind": "ubp", "pruned": int(unused.sum())})
+                history.events.append({"step": step, "kind": "ubp", "pruned": int(unused.sum()), "before": before,
+                                       "after": params.count})
                 changed = True
-            if densifying and step > config.densify_from and step % config.densify_interval == 0:
+            if density.densifies(step):
                 event = densify_and_prune(params, optimizer, grad_stats, config, extent, step, noise)
                 history.events.append({"step": step, "kind": "densify", **event})
                 changed = True
-            if densifying and config.resets_opacity and (
-                step % config.opacity_reset_interval == 0 or (white and step == config.densify_from)
-            ):
+            if density.resets_opacity(step):
                 reset_opacity(params, optimizer)
                 history.events.append({"step": step, "kind": "opacity_reset"})
             if changed:

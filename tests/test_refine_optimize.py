@@ -109,3 +109,26 @@ def test_robust_mode_ignores_transient_distractors():
         _, history = refine(start, images, cams, config, holdout=HELD, progress=False)
         scores[robust] = history.evals[-1]["psnr"]
     assert scores[True] > scores[False] + 0.25, scores
+
+
+def test_run_ending_on_a_multiple_of_the_reset_interval_returns_the_trained_scene(scene):
+    # graphdeco's schedule rules with numbers where a 300-step run ends on a reset: every 100 steps while
+    # below densify_until (400). The returned scene must be the last trained state, not a reset one.
+    s, cams = scene
+    start = perturbed_start(s, cams, position_noise=0.02, color_noise=0.3, stride=3)
+    config = RefineConfig.preset("classic", steps=300, backend="cpu", eval_every=10, densify_from=50,
+                                 densify_until=400, densify_interval=50, opacity_reset_interval=100)
+    out, history = refine(start, s.images, cams, config, holdout=HELD, progress=False)
+    resets = [e["step"] for e in history.events if e["kind"] == "opacity_reset"]
+    assert resets and resets[-1] <= 300 - config.opacity_reset_interval
+    # A reset caps every opacity at 0.01; the trained scene has opaque surfaces again.
+    assert float(out.opacities.max()) > 0.5
+    final = history.evals[-1]
+    assert final["step"] == 300 and final["count"] == out.count
+    assert heldout_psnr(out, s.images, cams) == pytest.approx(final["psnr"], abs=1e-4)
+    # The last stretch is undisturbed training: no collapse at the end, and far above a reset scene.
+    late = [e["psnr"] for e in history.evals if e["step"] >= 250]
+    assert final["psnr"] >= max(late) - 0.5, late
+    reset_scene = Gaussians(out.means, out.log_scales, out.quats, out.opacity_logits.clamp_max(math.log(0.01 / 0.99)),
+                            out.sh)
+    assert final["psnr"] > heldout_psnr(reset_scene, s.images, cams) + 3.0

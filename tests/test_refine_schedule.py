@@ -3,7 +3,7 @@ import math
 import pytest
 
 from refine.config import RefineConfig
-from refine.schedule import ExponentialLR
+from refine.schedule import DensitySchedule, ExponentialLR
 
 
 def test_endpoints_and_geometric_midpoint():
@@ -38,3 +38,55 @@ def test_config_ties_decay_to_run_length():
         ExponentialLR(lr_init=1.0, lr_final=0.0, max_steps=10)
     with pytest.raises(ValueError, match="unknown refinement preset"):
         RefineConfig.preset("fast")
+
+
+# graphdeco's 30k-step run, written out from its defaults (densify every 100 steps after 500 while
+# below 15k; opacity reset every 3000 while densifying, and at step 500 on a white background).
+GRAPHDECO_DENSIFY = list(range(600, 15_000, 100))
+GRAPHDECO_RESETS = [3000, 6000, 9000, 12_000]
+
+
+def test_classic_preset_at_its_own_length_is_graphdeco():
+    events = DensitySchedule(RefineConfig.preset("classic")).events()
+    assert events["densify"] == GRAPHDECO_DENSIFY and events["opacity_reset"] == GRAPHDECO_RESETS
+    assert events["ubp"] == []
+    white = DensitySchedule(RefineConfig.preset("classic"), white_background=True).events()
+    assert white["opacity_reset"] == [500] + GRAPHDECO_RESETS
+
+
+@pytest.mark.parametrize("steps, densify, resets", [
+    # densification in the first half at graphdeco's interval; resets every 3000 steps within it, each
+    # followed by a whole interval, plus the white-background one at the scaled densify_from
+    (3000, list(range(100, 1500, 100)), []),  # a tenth of graphdeco's run: too short for any reset
+    (6000, list(range(200, 3000, 100)), [100]),
+    (12_000, list(range(300, 6000, 100)), [200, 3000]),
+    (60_000, list(range(1100, 30_000, 100)), [1000] + list(range(3000, 30_000, 3000))),
+])
+def test_scaled_classic_schedule_closed_form(steps, densify, resets):
+    config = RefineConfig.preset("classic", steps=steps)
+    events = DensitySchedule(config, white_background=True).events()
+    assert events["densify"] == densify and events["opacity_reset"] == resets
+    assert config.sh_degree_interval == steps // 30  # SH degree 3 reached at a tenth of the run
+    assert config.position_max_steps == steps
+
+
+@pytest.mark.parametrize("steps", [1, 2, 7, 50, 100, 299, 300, 500, 999, 1000, 3000, 4500, 6000, 7001, 30_000, 45_000])
+@pytest.mark.parametrize("preset, robust", [("classic", False), ("classic", True), ("short", True)])
+def test_second_half_of_any_run_is_free_of_density_control(steps, preset, robust):
+    config = RefineConfig.preset(preset, steps=steps, robust=robust)
+    events = DensitySchedule(config, white_background=True).events()
+    for kind, at in events.items():
+        assert all(2 * step <= steps for step in at), (kind, at[-3:])
+    if preset == "classic" and steps >= 300:  # the scaled schedule still acts
+        assert events["ubp" if robust else "densify"]
+
+
+def test_hand_set_schedule_never_ends_on_a_reset_or_a_densification():
+    # graphdeco's step numbers taken literally in a 3000-step run: step 3000 is a multiple of the reset
+    # interval below densify_until; the reset there (and the one at 500 on white) leave no time to recover.
+    config = RefineConfig.preset("classic").replace(steps=3000)
+    events = DensitySchedule(config, white_background=True).events()
+    assert events["opacity_reset"] == []
+    assert events["densify"] == list(range(600, 3000, 100))  # 3000 itself would leave new Gaussians untrained
+    config = config.replace(opacity_reset_interval=1000)
+    assert DensitySchedule(config).events()["opacity_reset"] == [1000, 2000]
