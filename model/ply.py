@@ -9,6 +9,10 @@ Per vertex, float32, in this order:
   scale_0..2       log-scales (viewers apply exp)
   rot_0..3         quaternion wxyz (viewers normalise)
 Saving raw parameters as float32 makes load(save(g)) bit-exact for float32 Gaussians.
+
+Files are written at SH degree 3 by default (45 f_rest fields), the missing higher bands as zeros,
+which render nothing: graphdeco's loader asserts the f_rest count of the degree it was built with
+(3), and several viewers read only that layout. `sh_degree=None` keeps the Gaussians' own degree.
 """
 
 from __future__ import annotations
@@ -35,18 +39,24 @@ def ply_field_names(sh_degree: int) -> list[str]:
     )
 
 
-def save_ply(gaussians: Gaussians, path: str | os.PathLike) -> Path:
-    """Write one scene's Gaussians (means [N, 3]) to `path`, atomically."""
+def save_ply(gaussians: Gaussians, path: str | os.PathLike, sh_degree: int | None = 3) -> Path:
+    """Write one scene's Gaussians (means [N, 3]) to `path`, atomically, at SH degree `sh_degree`
+    (zero-padded; None: the Gaussians' own degree)."""
     if gaussians.means.dim() != 2:
         raise ValueError("save_ply writes one scene: means must be [N, 3]; use gaussians.scene(b) for a batch")
     g = gaussians.detach().to("cpu", torch.float32)
+    degree = g.sh_degree if sh_degree is None else sh_degree
+    if not g.sh_degree <= degree <= 3:
+        raise ValueError(f"cannot write SH degree {degree} for Gaussians of degree {g.sh_degree}: the degree "
+                         "can only be padded up to 3 (pass None to keep it)")
     n = g.count
-    f_dc = g.sh[:, 0, :]  # [N, 3]
-    f_rest = g.sh[:, 1:, :].transpose(1, 2).reshape(n, -1)  # [N, 3*(K-1)] channel-major
+    sh = torch.cat([g.sh, torch.zeros(n, (degree + 1) ** 2 - g.sh.shape[1], 3)], dim=1)  # [N, K, 3] zero-padded
+    f_dc = sh[:, 0, :]  # [N, 3]
+    f_rest = sh[:, 1:, :].transpose(1, 2).reshape(n, -1)  # [N, 3*(K-1)] channel-major
     columns = torch.cat(
         [g.means, torch.zeros(n, 3), f_dc, f_rest, g.opacity_logits[:, None], g.log_scales, g.quats], dim=1
     ).numpy()
-    names = ply_field_names(g.sh_degree)
+    names = ply_field_names(degree)
     vertex = np.empty(n, dtype=[(name, "f4") for name in names])
     for i, name in enumerate(names):
         vertex[name] = columns[:, i]

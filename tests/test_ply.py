@@ -28,10 +28,75 @@ def make(n=64, k=16, seed=0):
 @pytest.mark.parametrize("k", [1, 4, 9, 16])
 def test_round_trip_is_bit_exact(tmp_path, k):
     g = make(k=k)
-    save_ply(g, tmp_path / "g.ply")
-    h = load_ply(tmp_path / "g.ply")
-    for name in ("means", "log_scales", "quats", "opacity_logits", "sh"):
-        assert torch.equal(getattr(g, name), getattr(h, name)), name
+    save_ply(g, tmp_path / "native.ply", sh_degree=None)
+    save_ply(g, tmp_path / "padded.ply")
+    native, padded = load_ply(tmp_path / "native.ply"), load_ply(tmp_path / "padded.ply")
+    for name in ("means", "log_scales", "quats", "opacity_logits"):
+        assert torch.equal(getattr(g, name), getattr(native, name)), name
+        assert torch.equal(getattr(g, name), getattr(padded, name)), name
+    assert torch.equal(native.sh, g.sh)
+    assert padded.sh.shape == (g.count, 16, 3)  # degree 3 by default, the higher bands zero
+    assert torch.equal(padded.sh[:, :k], g.sh) and not padded.sh[:, k:].any()
+
+
+def test_sh_degree_can_only_be_padded(tmp_path):
+    with pytest.raises(ValueError, match="padded up to 3"):
+        save_ply(make(k=9), tmp_path / "g.ply", sh_degree=1)
+    assert len(PlyData.read(str(save_ply(make(k=1), tmp_path / "g.ply", sh_degree=2)))["vertex"].properties) == 41
+
+
+def graphdeco_load(path, max_sh_degree=3):
+    """graphdeco's GaussianModel.load_ply, restated: fields found by name (f_rest_*, scale_*, rot*
+    sorted by their number), the f_rest count asserted for the degree the model was built with, and
+    f_rest read channel-major. Returns numpy arrays as graphdeco keeps them."""
+    vertex = PlyData.read(str(path)).elements[0]
+    xyz = np.stack([np.asarray(vertex[c]) for c in "xyz"], axis=1)
+    opacities = np.asarray(vertex["opacity"])[..., None]
+    features_dc = np.stack([np.asarray(vertex[f"f_dc_{i}"]) for i in range(3)], axis=1)[..., None]  # [N, 3, 1]
+
+    def by_number(prefix):
+        names = [p.name for p in vertex.properties if p.name.startswith(prefix)]
+        return sorted(names, key=lambda name: int(name.split("_")[-1]))
+
+    extra = by_number("f_rest_")
+    assert len(extra) == 3 * (max_sh_degree + 1) ** 2 - 3
+    features_extra = np.stack([np.asarray(vertex[n]) for n in extra], axis=1)
+    features_extra = features_extra.reshape(len(xyz), 3, (max_sh_degree + 1) ** 2 - 1)  # [N, 3, K-1]
+    scales = np.stack([np.asarray(vertex[n]) for n in by_number("scale_")], axis=1)
+    rots = np.stack([np.asarray(vertex[n]) for n in by_number("rot")], axis=1)
+    return xyz, features_dc, features_extra, opacities, scales, rots
+
+
+def test_demo_checkpoint_ply_loads_as_graphdeco_degree_3(tmp_path):
+    from data.procedural import generate_scene
+    from inference.checkpoint import DEMO_CHECKPOINT, load_checkpoint
+    from inference.demo import DEMO_CONFIG
+    from model.cameras import Cameras
+    from model.render import rasterize
+
+    loaded = load_checkpoint(DEMO_CHECKPOINT)
+    scene = generate_scene(DEMO_CONFIG.replace(num_frames=4, width=112, height=64))  # the checkpoint's size
+    cams = Cameras(scene.intrinsics, scene.c2w, scene.images.shape[2], scene.images.shape[1])
+    with torch.inference_mode():
+        g = loaded.model(scene.images[None], cams.reshape(1, 4)).gaussians.scene(0)
+    assert g.sh_degree < 3  # the demo network predicts a lower degree: the file pads it
+    path = save_ply(g, tmp_path / "demo.ply")
+    xyz, dc, extra, opacities, scales, rots = graphdeco_load(path)
+    k = g.sh.shape[1]
+    assert np.array_equal(xyz, g.means.numpy()) and np.array_equal(dc[..., 0], g.sh[:, 0].numpy())
+    assert np.array_equal(extra.transpose(0, 2, 1)[:, : k - 1], g.sh[:, 1:].numpy())  # graphdeco's [N, 15, 3]
+    assert not extra.transpose(0, 2, 1)[:, k - 1 :].any()
+    assert np.array_equal(opacities[:, 0], g.opacity_logits.numpy())
+    assert np.array_equal(scales, g.log_scales.numpy()) and np.array_equal(rots, g.quats.numpy())
+
+    # The padded bands render nothing: degree 3 from the file equals the network's own degree.
+    def render(gaussians, degree):
+        colors, _, _ = rasterize(gaussians.means, gaussians.rotations, gaussians.scales, gaussians.opacities,
+                                 gaussians.sh, cams.viewmats[:1], cams.Ks[:1], cams.width, cams.height,
+                                 sh_degree=degree, backgrounds=torch.ones(1, 3), backend="cpu")
+        return colors
+
+    assert torch.allclose(render(load_ply(path), 3), render(g, g.sh_degree), atol=1e-5)
 
 
 def test_field_names_order_and_conventions(tmp_path):
