@@ -31,6 +31,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--keep-ratio", type=float, help="then keep this fraction of the most opaque Gaussians")
     p.add_argument("--refine-steps", type=int, default=0, help="per-scene 3DGS refinement steps after prediction")
     p.add_argument("--robust", action="store_true", help="robust (SpotlessSplats) refinement for transient objects")
+    p.add_argument("--native-sh", action="store_true", help="write gaussians.ply at the model's own SH degree "
+                   "instead of padding it to degree 3 (45 f_rest fields), which graphdeco's loader and most viewers "
+                   "expect")
     p.add_argument("--out", type=Path, help="output folder (default: outputs/<scene>-<time>)")
     p.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty --out (files there "
                    "with our output names are replaced; nothing else is touched)")
@@ -59,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
     from inference.checkpoint import DEMO_CHECKPOINT, load_checkpoint
     from inference.reconstruct import Options, reconstruct
+    from inference.timer import StageTimer
     from inference.views import parse_resolution
     from model.cpu_allocator import keep_freed_memory
 
@@ -76,27 +80,30 @@ def run(args: argparse.Namespace) -> int:
     if not demo and not args.views.exists():
         raise FileNotFoundError(f"--views {args.views} does not exist; pass a scene folder")
 
-    started = time.perf_counter()
-    if demo:
-        from inference.demo import demo_scene
+    timer = StageTimer(device)
+    with timer.stage("open scene"):
+        if demo:
+            from inference.demo import demo_scene
 
-        print("no --views given: reconstructing the embedded procedural demo scene with the shipped checkpoint")
-        scene = demo_scene()
-    else:
-        from data.open_scene import open_scene
+            print("no --views given: reconstructing the embedded procedural demo scene with the shipped checkpoint")
+            scene = demo_scene()
+        else:
+            from data.open_scene import open_scene
 
-        scene = open_scene(args.views)
+            scene = open_scene(args.views)
     out_dir = _prepare_out(args.out or Path("outputs") / f"{_slug(scene.scene_id)}-{time.strftime('%Y%m%d-%H%M%S')}",
                            args.overwrite)
-    loaded = load_checkpoint(args.checkpoint or DEMO_CHECKPOINT, device)
+    with timer.stage("load checkpoint"):
+        loaded = load_checkpoint(args.checkpoint or DEMO_CHECKPOINT, device)
     print(f"checkpoint: {loaded.path} ({loaded.source}, {sum(p.numel() for p in loaded.model.parameters()) / 1e6:.2f}M "
           f"parameters) on {device}")
     num_views = args.num_views or loaded.num_views or 32
     options = Options(num_views=num_views, resolution=resolution, holdout=args.eval or demo,
                       min_opacity=args.min_opacity, keep_ratio=args.keep_ratio, refine_steps=args.refine_steps,
-                      robust=args.robust, video=args.video, lpips=not args.no_lpips)
-    result = reconstruct(scene, loaded, options, out_dir, device)
-    _summary(result, time.perf_counter() - started)
+                      robust=args.robust, video=args.video, lpips=not args.no_lpips,
+                      ply_sh_degree=None if args.native_sh else 3)
+    result = reconstruct(scene, loaded, options, out_dir, device, timer)
+    _summary(result, timer.elapsed())
     return 0
 
 
@@ -126,7 +133,8 @@ def _slug(text: str) -> str:
 def _summary(result, total: float) -> None:
     h, w = result.size
     print(f"\nviews: {result.num_inputs} inputs, {result.num_targets} held out, at {w}x{h}")
-    print(f"Gaussians: {result.predicted:,} predicted, {result.kept:,} kept")
+    refined = "" if result.refined is None else f", {result.refined:,} after refinement"
+    print(f"Gaussians: {result.predicted:,} predicted, {result.kept:,} kept{refined}")
     print("seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in result.seconds.items()) + f" (total {total:.1f})")
     for label, metrics in (("held-out", result.metrics), ("after refinement", result.refined_metrics)):
         if metrics:

@@ -9,9 +9,15 @@ import torch
 
 
 class StageTimer:
+    """Seconds per named stage (a stage entered again adds to its total), and the time since creation."""
+
     def __init__(self, device: torch.device):
         self.device = device
         self.seconds: dict[str, float] = {}
+        self.started = time.perf_counter()
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
 
     def _sync(self) -> None:
         if self.device.type == "cuda":

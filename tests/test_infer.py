@@ -46,12 +46,13 @@ def run(args, capsys):
     return code, capsys.readouterr()
 
 
-def test_end_to_end_outputs(scene_dir, checkpoint, tmp_path, capsys):
+def test_end_to_end_outputs(scene_dir, checkpoint, tmp_path, capsys, caplog):
     out = tmp_path / "out"
     code, cap = run(["--views", scene_dir, "--checkpoint", checkpoint, "--num-views", 4, *RESOLUTION, "--eval",
-                     "--video", "--out", out, "--no-lpips"], capsys)
+                     "--video", "--refine-steps", 2, "--out", out, "--no-lpips"], capsys)
     assert code == 0, cap.err
     metrics = json.loads((out / "metrics.json").read_text())
+    assert "trained at" not in caplog.text and "warnings" not in metrics  # inference at the training resolution
     assert metrics["num_inputs"] == 4 and metrics["num_targets"] == 3  # frames 0, 8, 16 of 20 held out
     assert (metrics["width"], metrics["height"]) == (64, 32)
     # PSNR recomputed independently from the saved 8-bit renders equals the reported one
@@ -65,11 +66,34 @@ def test_end_to_end_outputs(scene_dir, checkpoint, tmp_path, capsys):
         recomputed.append(value)
     assert abs(np.mean(recomputed) - metrics["mean"]["psnr"]) < 1e-3
     gaussians = load_ply(out / "gaussians.ply")
-    assert gaussians.count == metrics["gaussians_kept"] <= metrics["gaussians_predicted"] == 4 * 64 * 32
+    assert metrics["gaussians_kept"] <= metrics["gaussians_predicted"] == 4 * 64 * 32
+    assert gaussians.count == metrics["gaussians_refined"] and metrics["refine"] == {"steps": 2, "robust": False}
+    assert gaussians.sh_degree == 3  # padded from the tiny network's own degree for graphdeco-style readers
+    assert set(metrics["refined_mean"]) == {"psnr", "ssim", "lpips"} and len(metrics["refined_per_view"]) == 3
+    assert all((out / "renders" / f"{Path(v['frame']).stem}_refined.png").is_file() for v in metrics["per_view"])
     cameras = json.loads((out / "cameras.json").read_text())
     assert len(cameras["inputs"]) == 4 and len(cameras["targets"]) == 3
     assert (out / "video.mp4").stat().st_size > 0
-    assert "PSNR" in cap.out and "Gaussians" in cap.out
+    assert "PSNR" in cap.out and f"{gaussians.count:,} after refinement" in cap.out
+    # Every second of the run is in a stage: they add up to the total (in the file and the summary line).
+    seconds = dict(metrics["seconds"])
+    total = seconds.pop("total")
+    assert {"load checkpoint", "load views", "predict", "render", "metrics", "refine", "video", "save"} <= set(seconds)
+    assert total - 1.0 < sum(seconds.values()) <= total
+    line = next(line for line in cap.out.splitlines() if line.startswith("seconds: "))
+    stages = [float(part.rsplit(" ", 1)[1]) for part in line[len("seconds: "):].split(" (total")[0].split(", ")]
+    assert abs(sum(stages) - float(line.split("(total ")[1].rstrip(")"))) < 1.0
+
+
+def test_resolution_far_from_training_is_flagged(scene_dir, checkpoint, tmp_path, capsys, caplog):
+    code, cap = run(["--views", scene_dir, "--checkpoint", checkpoint, "--num-views", 4, "--resolution", "128x64",
+                     "--out", tmp_path / "out", "--no-lpips", "--native-sh"], capsys)
+    assert code == 0, cap.err
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    # trained with short side 32 (the checkpoint's metadata), run at 64: twice the Gaussians' trained footprint
+    assert "128x64 is 2x the resolution this checkpoint was trained at (short side 32)" in caplog.text
+    assert "--resolution 32 matches" in metrics["warnings"][0]
+    assert load_ply(tmp_path / "out" / "gaussians.ply").sh_degree == build_model("tiny").config.gaussians.sh_degree == 1
 
 
 def test_ply_is_in_the_original_world_frame(scene_dir, checkpoint, tmp_path, capsys):
