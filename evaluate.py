@@ -94,7 +94,7 @@ def run(args) -> int:
             if args.refine_steps:
                 from refine import RefineConfig, refine
 
-                config = RefineConfig.preset("short").replace(steps=args.refine_steps)
+                config = RefineConfig.preset("short", steps=args.refine_steps)
                 with timer.stage("refine"):
                     gaussians, _ = refine(gaussians, sample.input_images.to(device), sample.input_cameras.to(device),
                                           config, progress=False)

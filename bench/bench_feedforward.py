@@ -1,20 +1,23 @@
 """The headline comparison on our data: one feed-forward pass of the demo checkpoint against classic
-per-scene 3DGS optimisation from scratch given the same CPU wall time, and what refinement adds.
+per-scene 3DGS optimisation from scratch, at equal CPU time and run to the end, and what refinement adds.
 
     python -m bench.bench_feedforward [--scenes 3] [--classic-steps 1500] [--refine-steps 200]
 
 Scenes are procedural rooms generated like the demo scene but with seeds (3,000,000 + i) that no
-training run, trainer evaluation or demo uses. Every method gets the same 8 input views (the views
-`infer.py --holdout` picks, at the checkpoint's resolution) and is scored on the same held-out views
-(every 8th frame), rendered the same way (white background, near plane 0.01), by PSNR and SSIM.
+training run, trainer evaluation or demo uses. Every method gets the same 8 input views and is scored
+on the same held-out views (every 8th frame): the views `python -m refine` and `infer.py --eval`
+choose, at the checkpoint's resolution, rendered the same way (white background, near plane 0.01),
+by PSNR and SSIM.
 
 - feed-forward: the network's forward pass (timed; pruning excluded, it keeps everything here).
-- classic 3DGS: graphdeco's full recipe (classic preset: densification, opacity resets, SH warm-up,
-  the 30k-step schedules of which the first --classic-steps run) on the 8 input views, from two starts:
-  random points in the cameras' frusta (all one has with posed photos alone) and 2,000 points sampled
-  on the true surfaces with their pixel colours (a structure-from-motion cloud without its noise:
-  an oracle advantage for the baseline). Held-out views are scored every --eval-every steps, and
-  each budget reads the last score whose optimisation time fits in it (evaluation time excluded).
+- classic 3DGS: what `python -m refine --init random|sfm --steps N` runs: graphdeco's full recipe (the
+  classic preset: densification, SH warm-up, position decay; opacity resets need longer runs)
+  scaled to --classic-steps, on the 8 input views, from two starts: the command's random points
+  (one per 16 input pixels, in the input frusta) and, standing in for --init sfm, 2,000 points on the true
+  surfaces with their pixel colours (a structure-from-motion cloud without its noise: an oracle
+  advantage for the baseline, and the time SfM takes is not counted). Held-out views are scored
+  every --eval-every steps; each time budget reads the last score whose optimisation time fits in
+  it (evaluation time excluded), and the full run its final state.
 - refined: the prediction polished by --refine-steps of the short preset, on the same 8 views.
 Times are CPU wall time on this machine, all methods in one process, one after the other.
 """
@@ -35,9 +38,9 @@ from data.scene import Scene
 from inference.checkpoint import DEMO_CHECKPOINT, load_checkpoint
 from inference.demo import DEMO_CONFIG
 from inference.reconstruct import checkpoint_resolution
-from inference.views import choose_views, load_sample
 from model.cameras import Cameras
 from refine import RefineConfig, evaluate, from_points, random_init, refine
+from refine.protocol import Protocol, protocol_sample, training_views
 
 ROOT = Path(__file__).resolve().parents[1]
 FIRST_SEED = 3_000_000
@@ -70,15 +73,14 @@ def run_scene(index: int, loaded, args) -> dict:
     seed = FIRST_SEED + index
     generated = generate_scene(DEMO_CONFIG, seed=seed)
     scene = Scene.from_arrays(f"procedural-{seed}", generated.images, generated.intrinsics, generated.c2w)
-    inputs, targets = choose_views(scene, loaded.num_views or 8, holdout=True)
-    sample = load_sample(scene, inputs, targets, checkpoint_resolution(loaded), loaded.scene_scale)
+    sample = protocol_sample(scene, Protocol(loaded.num_views or 8, checkpoint_resolution(loaded)), loaded.scene_scale)
     images, cameras = sample.input_images, sample.input_cameras
     held_images, held_cameras = sample.target_images, sample.target_cameras
 
     with torch.inference_mode():
-        loaded.model(images[None], cameras.reshape(1, len(inputs)))  # warm-up: first-call allocations
+        loaded.model(images[None], cameras.reshape(1, len(images)))  # warm-up: first-call allocations
         tic = time.perf_counter()
-        predicted = loaded.model(images[None], cameras.reshape(1, len(inputs))).gaussians.scene(0)
+        predicted = loaded.model(images[None], cameras.reshape(1, len(images))).gaussians.scene(0)
         ff_seconds = time.perf_counter() - tic
     ff = evaluate(predicted, held_images, held_cameras, predicted.sh_degree, BACKGROUND, "cpu")
 
@@ -88,16 +90,10 @@ def run_scene(index: int, loaded, args) -> dict:
     refine_seconds = history.seconds[-1]
 
     # The classic runs train on the input views and score the held-out ones as they go.
-    all_images = torch.cat([images, held_images])
-    all_cameras = Cameras(torch.cat([cameras.intrinsics, held_cameras.intrinsics]),
-                          torch.cat([cameras.c2w, held_cameras.c2w]), cameras.width, cameras.height)
-    held = list(range(len(inputs), len(inputs) + len(targets)))
-    classic = RefineConfig.preset("classic", steps=args.classic_steps, backend="cpu", eval_every=args.eval_every,
-                                  position_lr_max_steps=30_000)
-    depth = generated.depth[sample.input_indices] * sample.normalization[:3, :3].det().abs().pow(1 / 3).float()
+    all_images, all_cameras, held = training_views(sample, with_held_out=True)
+    classic = RefineConfig.preset("classic", steps=args.classic_steps, backend="cpu", eval_every=args.eval_every)
     starts = {
-        "random": random_init(cameras, SFM_POINTS * 5, near=float(depth.min()), far=float(depth.max()),
-                              generator=torch.Generator().manual_seed(seed)),
+        "random": random_init(cameras, generator=torch.Generator().manual_seed(seed)),
         "oracle": from_points(*oracle_points(generated, sample, SFM_POINTS, seed)),
     }
     curves = {}
@@ -105,7 +101,8 @@ def run_scene(index: int, loaded, args) -> dict:
         _, run = refine(start, all_images, all_cameras, classic, holdout=held, progress=False)
         curves[name] = run.evals
     return {"seed": seed, "ff_seconds": ff_seconds, "ff": ff, "refine_seconds": refine_seconds,
-            "refined": refined_scores, "curves": curves, "gaussians": predicted.count}
+            "refined": refined_scores, "curves": curves, "gaussians": predicted.count,
+            "starts": {name: start.count for name, start in starts.items()}}
 
 
 def mean(values: list[float]) -> float:
@@ -115,15 +112,21 @@ def mean(values: list[float]) -> float:
 def report(results: list[dict], args) -> None:
     t_ff = mean([r["ff_seconds"] for r in results])
     t_ref = mean([r["refine_seconds"] for r in results])
+    labels = {"random": f"{results[0]['starts']['random']:,} random points",
+              "oracle": f"{SFM_POINTS:,} true-surface points"}
     rows = [("feed-forward (demo checkpoint)", t_ff, [r["ff"] for r in results])]
-    for name, label in (("random", "random points"), ("oracle", f"{SFM_POINTS} true-surface points")):
+    for name, label in labels.items():
         for k in BUDGETS:
             rows.append((f"classic 3DGS from {label}, {k}x the feed-forward time", k * t_ff,
                          [at_budget(r["curves"][name], k * r["ff_seconds"]) for r in results]))
     rows.append((f"feed-forward + {args.refine_steps} refinement steps", t_ff + t_ref, [r["refined"] for r in results]))
-    for name, label in (("random", "random points"), ("oracle", f"{SFM_POINTS} true-surface points")):
+    for name, label in labels.items():
         rows.append((f"classic 3DGS from {label}, same time as feed-forward + refinement", t_ff + t_ref,
                      [at_budget(r["curves"][name], r["ff_seconds"] + r["refine_seconds"]) for r in results]))
+    for name, label in labels.items():
+        rows.append((f"classic 3DGS from {label}, all {args.classic_steps} steps (`python -m refine --init "
+                     f"{'random' if name == 'random' else 'sfm'}`)", mean([r["curves"][name][-1]["seconds"] for r in results]),
+                     [r["curves"][name][-1] for r in results]))
     print(f"\n{len(results)} unseen procedural scenes (seeds {results[0]['seed']}..{results[-1]['seed']}), "
           f"8 input views, {results[0]['gaussians']} Gaussians predicted, mean over scenes of the held-out mean")
     print("| method | CPU seconds | PSNR | SSIM |")
@@ -131,7 +134,9 @@ def report(results: list[dict], args) -> None:
     for label, seconds, scores in rows:
         print(f"| {label} | {seconds:.2f} | {mean([s['psnr'] for s in scores]):.2f} | "
               f"{mean([s['ssim'] for s in scores]):.3f} |")
-    for name, label in (("random", "random points"), ("oracle", "true-surface points")):
+    for name, label in labels.items():
+        counts = ", ".join(f"{r['curves'][name][-1]['count']:,}" for r in results)
+        print(f"classic from {label}: Gaussians at the end {counts} (per scene)")
         for target, what in (("ff", "the prediction"), ("refined", "the refined prediction")):
             times = [crossover(r["curves"][name], r[target]["psnr"]) for r in results]
             shown = ", ".join("never" if math.isinf(t) else f"{t:.1f} s" for t in times)
