@@ -46,7 +46,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    return run_command(run, parse_args(argv))
+
+
+def run_command(run, args: argparse.Namespace) -> int:
+    """Run a command on parsed args: bad input gives one `error: ...` line and EXIT_BAD_INPUT (--debug: the traceback)."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         return run(args)

@@ -18,12 +18,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import logging
 import sys
 from pathlib import Path
 
-EXIT_BAD_INPUT = 2
+from infer import EXIT_BAD_INPUT, _device, run_command
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -105,15 +103,7 @@ def choose_protocol(args: argparse.Namespace, ply: Path | None):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        return run(args)
-    except (ValueError, FileNotFoundError, NotADirectoryError, FileExistsError, RuntimeError) as err:
-        if args.debug:
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    return run_command(run, parse_args(argv))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -121,7 +111,6 @@ def run(args: argparse.Namespace) -> int:
 
     from data.normalize import denormalize_gaussians, transform_gaussians
     from data.open_scene import open_scene
-    from infer import _device
     from inference.evaluation import mean_metrics
     from inference.outputs import write_json
     from inference.reconstruct import score_views
