@@ -29,6 +29,7 @@ BENCHMARKS = {
     "data": ["-m", "bench.bench_data"],
     "procedural": ["-m", "bench.bench_procedural"],
     "feedforward": ["-m", "bench.bench_feedforward"],
+    "metrics": ["-m", "bench.bench_metrics", "--no-lpips"],
 }
 
 

@@ -17,7 +17,8 @@ The intervals keep their values, as they measure the data and the optimiser, not
 of gradients decide a densification (scaled down, with one view per step, a short run densifies so
 often that its Gaussians multiply tenfold and it ends worse), and opacities need hundreds of steps
 to grow back after a reset (scaled down, resets leave a short run nearly transparent for long).
-So runs shorter than about 6000 steps have no opacity reset.
+A reset also needs a whole interval after it (schedule.py), so runs of about 3000 steps or fewer
+have none.
 """
 
 from __future__ import annotations
