@@ -96,9 +96,15 @@ def test_classic_3dgs_from_scratch(init, scene_dir, tmp_path, capsys):
             Image.fromarray((image * 255).round().byte().numpy()).save(views / "images" / f"frame_{i + 1:05d}.png")
         work = tmp_path / "sfm"
         work.mkdir()
-        pycolmap.extract_features(work / "db.db", views / "images", camera_mode=pycolmap.CameraMode.SINGLE)
-        pycolmap.match_exhaustive(work / "db.db")
-        models = pycolmap.incremental_mapping(work / "db.db", views / "images", work)
+        pycolmap.set_random_seed(0)  # one thread and fixed seeds: the same model every run
+        extraction, matching = pycolmap.FeatureExtractionOptions(), pycolmap.FeatureMatchingOptions()
+        mapping, verification = pycolmap.IncrementalPipelineOptions(), pycolmap.TwoViewGeometryOptions()
+        extraction.num_threads = matching.num_threads = mapping.num_threads = 1
+        mapping.random_seed = verification.ransac.random_seed = 0
+        pycolmap.extract_features(work / "db.db", views / "images", camera_mode=pycolmap.CameraMode.SINGLE,
+                                  extraction_options=extraction)
+        pycolmap.match_exhaustive(work / "db.db", matching_options=matching, verification_options=verification)
+        models = pycolmap.incremental_mapping(work / "db.db", views / "images", work, options=mapping)
         largest = max(models.values(), key=lambda r: r.num_reg_images())
         assert largest.num_reg_images() >= 16 and largest.num_points3D() >= 50
         (views / "sparse" / "0").mkdir(parents=True)
