@@ -17,8 +17,9 @@ The intervals keep their values, as they measure the data and the optimiser, not
 of gradients decide a densification (scaled down, with one view per step, a short run densifies so
 often that its Gaussians multiply tenfold and it ends worse), and opacities need hundreds of steps
 to grow back after a reset (scaled down, resets leave a short run nearly transparent for long).
-A reset also needs a whole interval after it (schedule.py), so runs of about 3000 steps or fewer
-have none.
+Resets, like all density control, stay in the first half of the run (schedule.py): a run shorter
+than 6000 steps has only the white-background reset at the start of densification, which clears
+a random start's fog of semi-transparent points.
 """
 
 from __future__ import annotations

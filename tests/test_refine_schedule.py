@@ -55,9 +55,9 @@ def test_classic_preset_at_its_own_length_is_graphdeco():
 
 
 @pytest.mark.parametrize("steps, densify, resets", [
-    # densification in the first half at graphdeco's interval; resets every 3000 steps within it, each
-    # followed by a whole interval, plus the white-background one at the scaled densify_from
-    (3000, list(range(100, 1500, 100)), []),  # a tenth of graphdeco's run: too short for any reset
+    # densification in the first half at graphdeco's interval; resets every 3000 steps within it, plus
+    # the white-background one at the scaled densify_from
+    (3000, list(range(100, 1500, 100)), [50]),  # a tenth of graphdeco's run
     (6000, list(range(200, 3000, 100)), [100]),
     (12_000, list(range(300, 6000, 100)), [200, 3000]),
     (60_000, list(range(1100, 30_000, 100)), [1000] + list(range(3000, 30_000, 3000))),
@@ -81,12 +81,12 @@ def test_second_half_of_any_run_is_free_of_density_control(steps, preset, robust
         assert events["ubp" if robust else "densify"]
 
 
-def test_hand_set_schedule_never_ends_on_a_reset_or_a_densification():
+def test_hand_set_schedule_leaves_the_second_half_alone():
     # graphdeco's step numbers taken literally in a 3000-step run: step 3000 is a multiple of the reset
-    # interval below densify_until; the reset there (and the one at 500 on white) leave no time to recover.
+    # interval below densify_until, and densification would go on to the last step.
     config = RefineConfig.preset("classic").replace(steps=3000)
     events = DensitySchedule(config, white_background=True).events()
-    assert events["opacity_reset"] == []
-    assert events["densify"] == list(range(600, 3000, 100))  # 3000 itself would leave new Gaussians untrained
+    assert events["opacity_reset"] == [500]
+    assert events["densify"] == list(range(600, 1501, 100))
     config = config.replace(opacity_reset_interval=1000)
-    assert DensitySchedule(config).events()["opacity_reset"] == [1000, 2000]
+    assert DensitySchedule(config).events()["opacity_reset"] == [1000]
