@@ -23,7 +23,7 @@ from data.config import ResolutionConfig
 from model.build import build_model
 from model.config import ModelConfig
 from model.longlrm import LongLRM
-from model.official_checkpoint import OfficialCheckpoint, load_official_checkpoint
+from model.official_checkpoint import OFFICIAL_RECIPE, OfficialCheckpoint, OfficialRecipe, load_official_checkpoint
 from model.typed_config import from_dict
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
@@ -76,14 +76,18 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Loa
 
 
 def official_model(official: OfficialCheckpoint, path: Path) -> LoadedModel:
-    """The official network with the official preprocessing: OpenCV bilinear resize of whole frames to
-    960x544 (short side 540 rounded to 16), scene_scale 1.35, and the official keep rule with a
-    fixed seed and no opacity threshold."""
-    resolution = ResolutionConfig(mode="full", size=540, multiple=16, resample=official.resample)
-    preprocessing = Preprocessing(resample=official.resample, scene_scale=official.scene_scale,
-                                  keep_ratio=1.0 - official.prune_ratio, random_ratio=official.random_ratio,
+    return LoadedModel(official.model.eval(), "official", path, *official_recipe(official.recipe))
+
+
+def official_recipe(recipe: OfficialRecipe = OFFICIAL_RECIPE) -> tuple[ResolutionConfig, int, Preprocessing]:
+    """Resolution, input views and preprocessing of the official file: OpenCV bilinear resize of whole
+    frames (960x544 for 16:9), scene_scale 1.35, the official keep rule with a fixed seed and no
+    opacity threshold."""
+    resolution = ResolutionConfig(mode="full", size=recipe.short_side, multiple=16, resample=recipe.resample)
+    preprocessing = Preprocessing(resample=recipe.resample, scene_scale=recipe.scene_scale,
+                                  keep_ratio=1.0 - recipe.prune_ratio, random_ratio=recipe.random_ratio,
                                   min_opacity=None)
-    return LoadedModel(official.model.eval(), "official", path, resolution, official.num_views, preprocessing)
+    return resolution, recipe.num_views, preprocessing
 
 
 def _load_ours(path: Path, device) -> LoadedModel:
