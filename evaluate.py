@@ -20,7 +20,8 @@ from pathlib import Path
 
 from infer import _device, add_preprocessing_options, check_preprocessing_options, preprocessing_options
 
-COLUMNS = ["scene", "inputs", "targets", "width", "height", "psnr", "ssim", "lpips", "seconds", "gaussians"]
+COLUMNS = ["scene", "inputs", "targets", "width", "height", "psnr", "ssim", "lpips", "seconds", "gaussians",
+           "input_frames"]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -112,7 +113,8 @@ def run(args) -> int:
             height, width = sample.input_images.shape[1:3]
             row = {"scene": name, "inputs": len(inputs), "targets": len(targets), "width": width, "height": height,
                    "seconds": round(timer.seconds["predict"] + timer.seconds.get("refine", 0.0), 3),
-                   "gaussians": gaussians.count, **{k: metrics[k] for k in ("psnr", "ssim", "lpips")}}
+                   "gaussians": gaussians.count, "input_frames": selection.source,
+                   **{k: metrics[k] for k in ("psnr", "ssim", "lpips")}}
             writer.writerow(row)
             f.flush()
             done[name] = row
@@ -128,7 +130,12 @@ def _read_rows(path: Path) -> dict[str, dict]:
     if not path.is_file():
         return {}
     with path.open(newline="") as f:
-        return {row["scene"]: row for row in csv.DictReader(f)}
+        reader = csv.DictReader(f)
+        rows = {row["scene"]: row for row in reader}
+    if reader.fieldnames is not None and reader.fieldnames != COLUMNS:
+        raise ValueError(f"{path} has the columns {reader.fieldnames}, not {COLUMNS}: it was written by another "
+                         "version; choose another --out or move it away to start over")
+    return rows
 
 
 def _summary(rows: list[dict], args) -> str:
