@@ -3,10 +3,10 @@
     {"scene_name": str,
      "frames": [{"file_path": "images_undistort/frame0.jpg",   # relative to the JSON's folder
                  "w2c": 4x4 world-to-camera (OpenCV axes), "h", "w", "fx", "fy", "cx", "cy"}, ...],
-     "fold_8_kmeans_32_input": [frame indices], ...}                  # optional, cached eval inputs
+     "fold_8_kmeans_32_input": [frame indices], ...}                  # optional, the authors' eval inputs
 
 Images are already undistorted. Intrinsics refer to `w x h` and are rescaled to the decoded size.
-Frames keep the file's order: the cached eval input indices refer to it.
+Frames keep the file's order: the stored eval input indices refer to it.
 """
 
 from __future__ import annotations

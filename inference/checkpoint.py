@@ -121,10 +121,16 @@ def _load_ours(path: Path, device) -> LoadedModel:
                          "or from another version")
     model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True, assign=True)
     train_config = json.loads(meta.get("train_config", "{}") or "{}")
-    return LoadedModel(model.to(device).eval(), "ours", file, *_training_recipe(train_config, file))
+    resolution, num_views, preprocessing = training_recipe(train_config, file)
+    if "preprocessing" in meta:  # written by train/export.py
+        try:
+            preprocessing = Preprocessing(**json.loads(meta["preprocessing"]))
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"checkpoint {file} records preprocessing this version cannot read: {err}") from None
+    return LoadedModel(model.to(device).eval(), "ours", file, resolution, num_views, preprocessing)
 
 
-def _training_recipe(train_config: dict, file: Path) -> tuple[ResolutionConfig, int | None, Preprocessing]:
+def training_recipe(train_config: dict, file: Path) -> tuple[ResolutionConfig, int | None, Preprocessing]:
     """Resolution, input views and preprocessing of the training run that wrote a checkpoint.
 
     Files written before the filter was recorded were trained with the antialiased resize. Stage-3

@@ -24,7 +24,7 @@ from data.pipeline import capture_sample
 from data.procedural import ProceduralConfig, generate_scene, write_dl3dv_scene
 from data.resize import inference_size
 from data.view_sampling import kmeans_inputs, read_input_index
-from inference.checkpoint import LoadedModel, _training_recipe, official_recipe
+from inference.checkpoint import LoadedModel, training_recipe, official_recipe
 from inference.reconstruct import Options, scene_sample
 from tests.test_infer import write_checkpoint
 
@@ -187,13 +187,13 @@ def test_authors_input_index_counts_frames_in_file_order(shuffled_dl3dv, tmp_pat
 
 
 def test_checkpoints_record_their_preprocessing_and_options_override_it(shuffled_dl3dv, tmp_path, capsys):
-    resolution, views, recorded = _training_recipe(
+    resolution, views, recorded = training_recipe(
         {"data": {"resolution": {"mode": "full", "size": 540, "resample": "bilinear"}, "scene_scale": 1.2,
                   "views": {"num_inputs": 16}}, "prune": {"enabled": True, "prune_ratio": 0.5, "random_ratio": 0.2}},
         Path("run"))
     assert (resolution.resample, views) == ("bilinear", 16)
     assert (recorded.resample, recorded.scene_scale, recorded.keep_ratio, recorded.random_ratio) == ("bilinear", 1.2, 0.5, 0.2)
-    _, _, older = _training_recipe({"data": {"resolution": {"mode": "square", "size": 256}}}, Path("run"))
+    _, _, older = training_recipe({"data": {"resolution": {"mode": "square", "size": 256}}}, Path("run"))
     assert (older.resample, older.scene_scale, older.keep_ratio, older.min_opacity) == ("antialiased", 1.0, None, 0.001)
     _, views, official = official_recipe()
     assert views == 32 and official.as_dict() == {"resample": "bilinear", "scene_scale": 1.35, "keep_ratio": 0.4,
