@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import logging
 import sys
 import time
@@ -77,7 +78,6 @@ def run(args) -> int:
     loaded = load_checkpoint(args.checkpoint, device)
     options = Options(num_views=args.num_views, holdout=True, resolution=args.resolution, **preprocessing_options(args))
     used = preprocessing(loaded, options)
-    print("preprocessing: " + ", ".join(f"{k} {v}" for k, v in used.as_dict().items()))
     args.out.mkdir(parents=True, exist_ok=True)
     table = args.out / "per_scene.csv"
     done = _read_rows(table)
@@ -118,7 +118,7 @@ def run(args) -> int:
             writer.writerow(row)
             f.flush()
             done[name] = row
-    summary = _summary(list(done.values()), args)
+    summary = _summary(list(done.values()), args) + "\npreprocessing: " + json.dumps(used.as_dict()) + "\n"
     (args.out / "summary.md").write_text(summary)
     print(summary)
     for failure in failures:

@@ -42,14 +42,13 @@ _CACHE_VERSION = 2  # bump when the selection algorithm changes so old cache ent
 TIE_TOLERANCE = 1e-9  # relative to the feature scale
 MIN_VIEWS = 2  # the pose normalisation and any reconstruction need at least two viewpoints
 _STORED_KEY = re.compile(r"^fold_(\d+)_kmeans_(\d+)_input$")
-SOURCES = ("window", "stored", "kmeans", "all")
 
 
 @dataclass(frozen=True)
 class Selection:
     inputs: list[int]  # [V] frame indices, in the order the network sees them
     targets: list[int]  # [T] frame indices, sorted
-    source: str = "window"  # how the inputs were chosen, one of SOURCES
+    source: str = "window"  # how the inputs were chosen: "window" (training), "stored", "kmeans" or "all"
 
 
 def sample_train_views(num_frames: int, num_inputs: int, num_targets: int, rng: np.random.Generator,
