@@ -232,7 +232,8 @@ def select_views(scene, num_inputs: int, every: int | None = 8, cache_dir: str |
         num_inputs = available
     if every is None and num_inputs == n:
         return Selection(list(range(n)), [], "all")
-    selection = select_eval_views(scene.c2w, num_inputs, every, scene.scene_id, cache_dir, scene.extras.get("eval_inputs"))
+    selection = select_eval_views(scene.c2w, num_inputs, every, scene.scene_id, cache_dir,
+                                  scene.extras.get("eval_inputs"))
     how = ("the list stored with the scene" if selection.source == "stored"
            else "KMeans on camera positions and viewing directions")
     log.info("%d input frames chosen by %s", num_inputs, how)
