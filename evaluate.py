@@ -2,21 +2,27 @@
 
     python evaluate.py --scenes /data/DL3DV-Benchmark --checkpoint CKPT --num-views 32 --out results/dl3dv140
 
-Per scene: every 8th frame is a target, the inputs are chosen by KMeans (random_state 0, cached)
-from the rest, Gaussians are predicted and pruned, the targets rendered and scored (PSNR, SSIM,
-LPIPS-VGG on 8-bit images). Resumable: scenes already in per_scene.csv are skipped.
+Per scene: every 8th frame is a target, the inputs are the scene file's stored list (or, with
+--input-index, the authors' DL3DV-140 list) when there is one, else chosen by KMeans (random_state 0,
+cached) from the rest; Gaussians are predicted and pruned as the checkpoint records, the targets
+rendered and scored (PSNR, SSIM, LPIPS-VGG on 8-bit images). Resumable: scenes already in
+per_scene.csv are skipped.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import logging
 import sys
 import time
 from pathlib import Path
 
-COLUMNS = ["scene", "inputs", "targets", "width", "height", "psnr", "ssim", "lpips", "seconds", "gaussians"]
+from infer import _device, add_preprocessing_options, check_preprocessing_options, preprocessing_options
+
+COLUMNS = ["scene", "inputs", "targets", "width", "height", "psnr", "ssim", "lpips", "seconds", "gaussians",
+           "input_frames"]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -25,8 +31,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--num-views", type=int, default=32)
     p.add_argument("--resolution", help="short side or WxH, multiples of 16; default: the checkpoint's")
-    p.add_argument("--min-opacity", type=float, default=0.001)
-    p.add_argument("--keep-ratio", type=float)
+    add_preprocessing_options(p)
     p.add_argument("--refine-steps", type=int, default=0)
     p.add_argument("--out", type=Path, required=True, help="where per_scene.csv and summary.md go (resumed if present)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -50,12 +55,12 @@ def run(args) -> int:
 
     from data.errors import SceneError
     from data.open_scene import find_scenes, open_scene
+    from data.view_sampling import read_input_index
     from inference.checkpoint import load_checkpoint
     from inference.evaluation import image_metrics, mean_metrics
-    from inference.reconstruct import Options, checkpoint_resolution, predict, render_views
+    from inference.reconstruct import (Options, parse_resolution, predict, preprocessing, render_views, scene_sample,
+                                       use_input_index)
     from inference.timer import StageTimer
-    from inference.views import choose_views, load_sample, parse_resolution
-    from infer import _device
     from model.cpu_allocator import keep_freed_memory
 
     torch.set_flush_denormal(True)
@@ -65,11 +70,14 @@ def run(args) -> int:
     scenes = find_scenes(args.scenes)
     if not scenes:
         raise FileNotFoundError(f"no scenes (transforms.json, opencv_cameras.json or COLMAP models) under {args.scenes}")
+    check_preprocessing_options(args)
+    if args.resolution:
+        parse_resolution(args.resolution)  # a bad value fails before any work
+    index = read_input_index(args.input_index) if args.input_index else None
     device = _device(args.device)
     loaded = load_checkpoint(args.checkpoint, device)
-    options = Options(num_views=args.num_views, holdout=True, min_opacity=args.min_opacity, keep_ratio=args.keep_ratio,
-                      resolution=parse_resolution(args.resolution) if args.resolution else None)
-    resolution = options.resolution or checkpoint_resolution(loaded)
+    options = Options(num_views=args.num_views, holdout=True, resolution=args.resolution, **preprocessing_options(args))
+    used = preprocessing(loaded, options)
     args.out.mkdir(parents=True, exist_ok=True)
     table = args.out / "per_scene.csv"
     done = _read_rows(table)
@@ -84,13 +92,15 @@ def run(args) -> int:
                 continue
             try:
                 scene = open_scene(path)
-                inputs, targets = choose_views(scene, args.num_views, holdout=True)
-                sample = load_sample(scene, inputs, targets, resolution, loaded.scene_scale)
+                if index is not None:
+                    use_input_index(scene, index, args.input_index)
+                selection, sample = scene_sample(scene, loaded, options)
             except SceneError as err:
                 failures.append(f"{name}: {err}")
                 continue
+            inputs, targets = selection.inputs, selection.targets
             timer = StageTimer(device)
-            gaussians, _ = predict(loaded, sample, options, device, timer)
+            gaussians, _ = predict(loaded, sample, used, device, timer)
             if args.refine_steps:
                 from refine import RefineConfig, refine
 
@@ -103,11 +113,12 @@ def run(args) -> int:
             height, width = sample.input_images.shape[1:3]
             row = {"scene": name, "inputs": len(inputs), "targets": len(targets), "width": width, "height": height,
                    "seconds": round(timer.seconds["predict"] + timer.seconds.get("refine", 0.0), 3),
-                   "gaussians": gaussians.count, **{k: metrics[k] for k in ("psnr", "ssim", "lpips")}}
+                   "gaussians": gaussians.count, "input_frames": selection.source,
+                   **{k: metrics[k] for k in ("psnr", "ssim", "lpips")}}
             writer.writerow(row)
             f.flush()
             done[name] = row
-    summary = _summary(list(done.values()), args)
+    summary = _summary(list(done.values()), args) + "\npreprocessing: " + json.dumps(used.as_dict()) + "\n"
     (args.out / "summary.md").write_text(summary)
     print(summary)
     for failure in failures:
@@ -119,7 +130,12 @@ def _read_rows(path: Path) -> dict[str, dict]:
     if not path.is_file():
         return {}
     with path.open(newline="") as f:
-        return {row["scene"]: row for row in csv.DictReader(f)}
+        reader = csv.DictReader(f)
+        rows = {row["scene"]: row for row in reader}
+    if reader.fieldnames is not None and reader.fieldnames != COLUMNS:
+        raise ValueError(f"{path} has the columns {reader.fieldnames}, not {COLUMNS}: it was written by another "
+                         "version; choose another --out or move it away to start over")
+    return rows
 
 
 def _summary(rows: list[dict], args) -> str:

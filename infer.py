@@ -27,8 +27,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "checkpoint was trained with, else 32)")
     p.add_argument("--resolution", help="short side (e.g. 544) or WxH (e.g. 960x544), multiples of 16; "
                    "default: the checkpoint's training resolution")
-    p.add_argument("--min-opacity", type=float, default=0.001, help="drop Gaussians at or below this opacity")
-    p.add_argument("--keep-ratio", type=float, help="then keep this fraction of the most opaque Gaussians")
+    add_preprocessing_options(p)
     p.add_argument("--refine-steps", type=int, default=0, help="per-scene 3DGS refinement steps after prediction")
     p.add_argument("--robust", action="store_true", help="robust (SpotlessSplats) refinement for transient objects")
     p.add_argument("--out", type=Path, help="output folder (default: outputs/<scene>-<time>)")
@@ -40,6 +39,41 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-lpips", action="store_true", help="skip the LPIPS metric")
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
     return p.parse_args(argv)
+
+
+def add_preprocessing_options(p: argparse.ArgumentParser) -> None:
+    """Options overriding what the checkpoint records (see README: the official checkpoint's defaults)."""
+    p.add_argument("--scene-scale", type=float, help="pose normalisation scale (default: the checkpoint's; "
+                   "1.35 for the official file)")
+    p.add_argument("--resample", choices=["antialiased", "bilinear"], help="resize filter (default: the checkpoint's; "
+                   "bilinear, as OpenCV INTER_LINEAR, for the official file)")
+    p.add_argument("--input-index", type=Path, help="the authors' DL3DV-140 input lists "
+                   "(dl3dv_fold_8_kmeans_input_idx.json): use their input frames for scenes it lists")
+    p.add_argument("--keep-ratio", type=float, help="keep this share of the Gaussians, the most opaque ones "
+                   "(default: the checkpoint's; 0.4 for the official file)")
+    p.add_argument("--random-ratio", type=float, help="of the kept share, draw this part at random from the rest "
+                   "(default: the checkpoint's; 0.1 for the official file)")
+    p.add_argument("--prune-seed", type=int, help="seed of that random draw (default 0)")
+    p.add_argument("--min-opacity", type=float, help="then drop Gaussians at or below this opacity (default: 0.001 "
+                   "for the project's checkpoints, none for the official file)")
+
+
+def check_preprocessing_options(args: argparse.Namespace) -> None:
+    if args.keep_ratio is not None and not 0 < args.keep_ratio <= 1:
+        raise ValueError(f"--keep-ratio must be in (0, 1], got {args.keep_ratio}")
+    if args.random_ratio is not None and not 0 <= args.random_ratio <= 1:
+        raise ValueError(f"--random-ratio must be in [0, 1], got {args.random_ratio}")
+    if args.scene_scale is not None and not args.scene_scale > 0:
+        raise ValueError(f"--scene-scale must be positive, got {args.scene_scale}")
+    if args.input_index is not None and not args.input_index.is_file():
+        raise FileNotFoundError(f"--input-index {args.input_index} does not exist; pass the authors' "
+                                "dl3dv_fold_8_kmeans_input_idx.json")
+
+
+def preprocessing_options(args: argparse.Namespace) -> dict:
+    """The Options fields that override the checkpoint's Preprocessing."""
+    return {"resample": args.resample, "scene_scale": args.scene_scale, "keep_ratio": args.keep_ratio,
+            "random_ratio": args.random_ratio, "prune_seed": args.prune_seed, "min_opacity": args.min_opacity}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,9 +91,9 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from data.view_sampling import read_input_index
     from inference.checkpoint import DEMO_CHECKPOINT, load_checkpoint
-    from inference.reconstruct import Options, reconstruct
-    from inference.views import parse_resolution
+    from inference.reconstruct import Options, parse_resolution, reconstruct, use_input_index
     from model.cpu_allocator import keep_freed_memory
 
     torch.set_flush_denormal(True)
@@ -67,11 +101,11 @@ def run(args: argparse.Namespace) -> int:
     demo = args.views is None
     if args.num_views is not None and args.num_views < 2:
         raise ValueError(f"--num-views must be at least 2, got {args.num_views}")
-    if args.keep_ratio is not None and not 0 < args.keep_ratio <= 1:
-        raise ValueError(f"--keep-ratio must be in (0, 1], got {args.keep_ratio}")
+    check_preprocessing_options(args)
     if args.refine_steps < 0:
         raise ValueError(f"--refine-steps must be >= 0, got {args.refine_steps}")
-    resolution = parse_resolution(args.resolution) if args.resolution else None
+    if args.resolution:
+        parse_resolution(args.resolution)  # a bad value fails before any work
     device = _device(args.device)
     if not demo and not args.views.exists():
         raise FileNotFoundError(f"--views {args.views} does not exist; pass a scene folder")
@@ -86,14 +120,16 @@ def run(args: argparse.Namespace) -> int:
         from data.open_scene import open_scene
 
         scene = open_scene(args.views)
+        if args.input_index:
+            use_input_index(scene, read_input_index(args.input_index), args.input_index)
     out_dir = _prepare_out(args.out or Path("outputs") / f"{_slug(scene.scene_id)}-{time.strftime('%Y%m%d-%H%M%S')}",
                            args.overwrite)
     loaded = load_checkpoint(args.checkpoint or DEMO_CHECKPOINT, device)
     print(f"checkpoint: {loaded.path} ({loaded.source}, {sum(p.numel() for p in loaded.model.parameters()) / 1e6:.2f}M "
           f"parameters) on {device}")
     num_views = args.num_views or loaded.num_views or 32
-    options = Options(num_views=num_views, resolution=resolution, holdout=args.eval or demo,
-                      min_opacity=args.min_opacity, keep_ratio=args.keep_ratio, refine_steps=args.refine_steps,
+    options = Options(num_views=num_views, resolution=args.resolution, holdout=args.eval or demo,
+                      **preprocessing_options(args), refine_steps=args.refine_steps,
                       robust=args.robust, video=args.video, lpips=not args.no_lpips)
     result = reconstruct(scene, loaded, options, out_dir, device)
     _summary(result, time.perf_counter() - started)

@@ -41,7 +41,8 @@ setup(
         "ninja",
     ],
     extras_require={
-        "test": ["pytest", "scikit-image", "pycolmap"],
+        # opencv-python-headless: the resize oracle (the official pipeline's cv2.resize), tests only
+        "test": ["pytest", "scikit-image", "pycolmap", "opencv-python-headless"],
         "colmap": ["pycolmap"],
         # GPU kernels. They compile against the installed torch: install them after the project with
         # `pip install --no-build-isolation -e .[cuda]` (see README for a known-good version set).

@@ -34,8 +34,7 @@ from data.procedural import generate_scene
 from data.scene import Scene
 from inference.checkpoint import DEMO_CHECKPOINT, load_checkpoint
 from inference.demo import DEMO_CONFIG
-from inference.reconstruct import checkpoint_resolution
-from inference.views import choose_views, load_sample
+from inference.reconstruct import Options, scene_sample
 from model.cameras import Cameras
 from refine import RefineConfig, evaluate, from_points, random_init, refine
 
@@ -70,8 +69,8 @@ def run_scene(index: int, loaded, args) -> dict:
     seed = FIRST_SEED + index
     generated = generate_scene(DEMO_CONFIG, seed=seed)
     scene = Scene.from_arrays(f"procedural-{seed}", generated.images, generated.intrinsics, generated.c2w)
-    inputs, targets = choose_views(scene, loaded.num_views or 8, holdout=True)
-    sample = load_sample(scene, inputs, targets, checkpoint_resolution(loaded), loaded.scene_scale)
+    selection, sample = scene_sample(scene, loaded, Options(num_views=loaded.num_views or 8, holdout=True))
+    inputs, targets = selection.inputs, selection.targets
     images, cameras = sample.input_images, sample.input_cameras
     held_images, held_cameras = sample.target_images, sample.target_cameras
 

@@ -14,6 +14,10 @@ from dataclasses import dataclass, field
 
 RESOLUTION_MODES = ("square", "full")
 PORTRAIT_POLICIES = ("keep", "error")
+# "antialiased": bilinear widened by the downscale factor, every source pixel contributes (PIL's BILINEAR);
+# "bilinear": plain 2x2 interpolation at each output pixel centre (OpenCV's INTER_LINEAR, the official
+# data pipeline's resize, so what the released checkpoint was trained and evaluated on).
+RESAMPLE_FILTERS = ("antialiased", "bilinear")
 
 
 @dataclass
@@ -45,12 +49,15 @@ class ResolutionConfig:
     multiple: int = 16  # patch 8 x token merge 2
     portrait: str = "keep"  # full frame of a portrait video: "keep" (544x960) or "error"
     fov_min_ratio: float = 1.0  # training FoV augmentation zooms by 1/r, r ~ U[fov_min_ratio, 1]; 1 = off
+    resample: str = "antialiased"  # resize filter, one of RESAMPLE_FILTERS; recorded in checkpoints for inference
 
     def __post_init__(self) -> None:
         if self.mode not in RESOLUTION_MODES:
             raise ValueError(f"resolution mode must be one of {RESOLUTION_MODES}, got {self.mode!r}")
         if self.portrait not in PORTRAIT_POLICIES:
             raise ValueError(f"portrait must be one of {PORTRAIT_POLICIES}, got {self.portrait!r}")
+        if self.resample not in RESAMPLE_FILTERS:
+            raise ValueError(f"resample must be one of {RESAMPLE_FILTERS}, got {self.resample!r}")
         if not 0.0 < self.fov_min_ratio <= 1.0:
             raise ValueError(f"fov_min_ratio must be in (0, 1], got {self.fov_min_ratio}")
         if self.size < 1 or self.multiple < 1:

@@ -49,7 +49,9 @@ def read_nerfstudio(path: str | Path, image_dir: str | None = None, distortion: 
     if not isinstance(frames, list) or not frames:
         raise SceneError(f"{where} lists no frames; a scene needs at least one posed image")
     root = json_path.parent
-    frames = sorted(frames, key=lambda f: natural_key(str(require(f, "file_path", where))))
+    # file_index[i]: the position in the file of frame i, which stored input lists count in
+    file_index = sorted(range(len(frames)), key=lambda i: natural_key(str(require(frames[i], "file_path", where))))
+    frames = [frames[i] for i in file_index]
 
     names, sources = [], []
     for f in frames:
@@ -104,4 +106,4 @@ def read_nerfstudio(path: str | Path, image_dir: str | None = None, distortion: 
     except (TypeError, ValueError):
         raise SceneError(f"{where}: intrinsics or distortion values are not numbers; fix the camera file") from None
     return Scene.from_frames(scene_id or root.name, names, sources, c2w, intrinsics, sizes, coeffs,
-                             on_distortion=distortion, camera_file=where)
+                             on_distortion=distortion, camera_file=where, extras={"file_index": file_index})

@@ -122,12 +122,13 @@ class Scene:
         return cls.from_frames(scene_id, names, arrays, c2w, intrinsics, camera_file=f"in-memory scene {scene_id}")
 
     def load_views(self, indices, crop: tuple[int, int, int, int] | None = None,
-                   size: tuple[int, int] | None = None) -> tuple[Tensor, Cameras]:
+                   size: tuple[int, int] | None = None, resample: str = "antialiased") -> tuple[Tensor, Cameras]:
         """Decode frames `indices` [V]: (images [V, H, W, 3] float32 in [0, 1], Cameras [V]).
 
         crop: (top, left, height, width) box of the (undistorted) frame to keep; size: (height, width)
-        to resize that box to. Done here, a distorted frame is undistorted, cropped and resized in one
-        resampling, and an undistorted one is cropped and resized in uint8 before becoming float.
+        to resize that box to, with the filter `resample` (data/resize.py). Done here, a distorted frame
+        is undistorted, cropped and resized in one resampling, and an undistorted one is cropped and
+        resized in uint8 before becoming float.
         """
         indices = [int(i) for i in indices]
         for i in indices:
@@ -139,7 +140,7 @@ class Scene:
         cameras = self.cameras(indices)
         if self.distortion is None:
             frames, cameras = crop_views(frames, cameras, *box)
-            frames, cameras = resize(frames, cameras, height, width)
+            frames, cameras = resize(frames, cameras, height, width, resample)
             return to_float(frames), cameras
         target = resize_cameras(crop_cameras(cameras, *box), height, width)
         return self._undistort(frames, indices, target, box), target

@@ -3,21 +3,27 @@
 The project's checkpoints are `model.safetensors` files (alone, or inside a training checkpoint or
 run directory) whose metadata carries the model config, so the file rebuilds its own network, and
 the training config, whose data settings give inference its default resolution and view count.
-The official release is a torch `.pt` file; it needs the `paper` network and scene_scale 1.35.
+The official release is a torch `.pt` file; it needs the `paper` network.
+
+Each loaded checkpoint carries the `Preprocessing` it was trained with, so a forward pass feeds it
+what it was trained on and prunes its output the same way: the project's files record theirs in
+their training config; the official file gets the official values (model/official_checkpoint.py).
+Command-line options override any field, and metrics.json echoes what was used.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
 
+from data.config import ResolutionConfig
 from model.build import build_model
 from model.config import ModelConfig
 from model.longlrm import LongLRM
-from model.official_checkpoint import load_official_checkpoint
+from model.official_checkpoint import OFFICIAL_RECIPE, OfficialCheckpoint, OfficialRecipe, load_official_checkpoint
 from model.typed_config import from_dict
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
@@ -25,13 +31,33 @@ DEMO_CHECKPOINT = PACKAGE_ROOT / "checkpoints" / "demo" / "model.safetensors"
 
 
 @dataclass
+class Preprocessing:
+    """How a checkpoint's inputs are made and its predictions pruned (see data/resize.py and
+    `Gaussians.prune`); recorded with every checkpoint, overridable per run."""
+
+    resample: str = "antialiased"  # resize filter (data/config.py RESAMPLE_FILTERS)
+    scene_scale: float = 1.0  # pose normalisation scale
+    keep_ratio: float | None = None  # keep rule: this share of all Gaussians (None: no ratio) ...
+    random_ratio: float = 0.0  # ... of which this share drawn at random from the less opaque rest
+    prune_seed: int = 0  # seed of that draw
+    min_opacity: float | None = 0.001  # then drop Gaussians at or below this opacity (None: none)
+
+    def override(self, **changes) -> Preprocessing:
+        """A copy with the fields given as non-None values replaced (command-line options)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def as_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass
 class LoadedModel:
     model: LongLRM
     source: str  # "ours" or "official"
     path: Path
-    resolution: dict = field(default_factory=dict)  # data.resolution of the training run (mode, size, ...)
+    resolution: ResolutionConfig = field(default_factory=lambda: ResolutionConfig(mode="full", size=540))
     num_views: int | None = None  # input views the model was trained with
-    scene_scale: float = 1.0
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
 
 
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> LoadedModel:
@@ -45,10 +71,23 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Loa
             official = load_official_checkpoint(path, device=device)
         except (ValueError, RuntimeError, OSError, EOFError) as err:
             raise ValueError(f"checkpoint {path} could not be loaded as an official Long-LRM checkpoint: {err}") from None
-        # The release was trained at 960x544 with 32 inputs; its users report scene_scale 1.35.
-        return LoadedModel(official.model.eval(), "official", path, {"mode": "full", "size": 540, "multiple": 16},
-                           32, 1.35)
+        return official_model(official, path)
     return _load_ours(path, device)
+
+
+def official_model(official: OfficialCheckpoint, path: Path) -> LoadedModel:
+    return LoadedModel(official.model.eval(), "official", path, *official_recipe(official.recipe))
+
+
+def official_recipe(recipe: OfficialRecipe = OFFICIAL_RECIPE) -> tuple[ResolutionConfig, int, Preprocessing]:
+    """Resolution, input views and preprocessing of the official file: OpenCV bilinear resize of whole
+    frames (960x544 for 16:9), scene_scale 1.35, the official keep rule with a fixed seed and no
+    opacity threshold."""
+    resolution = ResolutionConfig(mode="full", size=recipe.short_side, multiple=16, resample=recipe.resample)
+    preprocessing = Preprocessing(resample=recipe.resample, scene_scale=recipe.scene_scale,
+                                  keep_ratio=1.0 - recipe.prune_ratio, random_ratio=recipe.random_ratio,
+                                  min_opacity=None)
+    return resolution, recipe.num_views, preprocessing
 
 
 def _load_ours(path: Path, device) -> LoadedModel:
@@ -82,6 +121,30 @@ def _load_ours(path: Path, device) -> LoadedModel:
                          "or from another version")
     model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True, assign=True)
     train_config = json.loads(meta.get("train_config", "{}") or "{}")
-    data = train_config.get("data", {})
-    return LoadedModel(model.to(device).eval(), "ours", file, data.get("resolution", {}),
-                       data.get("views", {}).get("num_inputs"), float(data.get("scene_scale", 1.0)))
+    resolution, num_views, preprocessing = training_recipe(train_config, file)
+    if "preprocessing" in meta:  # written by train/export.py
+        try:
+            preprocessing = Preprocessing(**json.loads(meta["preprocessing"]))
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"checkpoint {file} records preprocessing this version cannot read: {err}") from None
+    return LoadedModel(model.to(device).eval(), "ours", file, resolution, num_views, preprocessing)
+
+
+def training_recipe(train_config: dict, file: Path) -> tuple[ResolutionConfig, int | None, Preprocessing]:
+    """Resolution, input views and preprocessing of the training run that wrote a checkpoint.
+
+    Files written before the filter was recorded were trained with the antialiased resize. Stage-3
+    runs prune while training: their keep rule applies at inference too (as in the official forward).
+    """
+    data, prune = train_config.get("data", {}), train_config.get("prune", {})
+    r = data.get("resolution", {})
+    try:
+        resolution = ResolutionConfig(mode=r.get("mode", "full"), size=int(r.get("size", 540)),
+                                      multiple=int(r.get("multiple", 16)), resample=r.get("resample", "antialiased"))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"checkpoint {file} records a training resolution this version cannot use: {err}") from None
+    preprocessing = Preprocessing(resample=resolution.resample, scene_scale=float(data.get("scene_scale", 1.0)))
+    if prune.get("enabled"):
+        preprocessing = replace(preprocessing, keep_ratio=1.0 - float(prune.get("prune_ratio", 0.6)),
+                                random_ratio=float(prune.get("random_ratio", 0.1)))
+    return resolution, data.get("views", {}).get("num_inputs"), preprocessing

@@ -118,26 +118,31 @@ class Gaussians:
         return Gaussians(**{f.name: torch.stack([getattr(g, f.name) for g in items]) for f in fields(Gaussians)})
 
     # --- pruning ---
-    def prune(self, min_opacity: float | None = None, keep_ratio: float | None = None) -> Gaussians:
-        """Drop Gaussians with opacity <= min_opacity, then keep the top `keep_ratio` by opacity.
+    def prune(self, min_opacity: float | None = None, keep_ratio: float | None = None, random_ratio: float = 0.0,
+              seed: int = 0) -> Gaussians:
+        """The official keep rule, then an opacity threshold; both optional.
 
-        Both are optional; order of the survivors is preserved, so pruning is deterministic.
+        keep_ratio K of all N Gaussians (the official 1 - prune_ratio, 0.4 for the release), of which a
+        share random_ratio r (official 0.1) is random: the int(N (K - K r)) most opaque, by decreasing
+        opacity, then int(N K r) drawn uniformly from the rest by `torch.randperm` under a CPU generator
+        seeded with `seed` — the official forward's counts, order and draw (after torch.manual_seed(seed)).
+        min_opacity: then drop the Gaussians at or below it. Without keep_ratio the survivors keep their
+        order. Deterministic for a given seed.
         """
-        keep = torch.ones(self.count, dtype=torch.bool, device=self.device)
-        opacities = self.opacities.detach()  # [N]
-        if min_opacity is not None:
-            keep &= opacities > min_opacity
+        keep = torch.arange(self.count, device=self.device)
         if keep_ratio is not None:
-            if not 0.0 < keep_ratio <= 1.0:
-                raise ValueError(f"keep_ratio must be in (0, 1], got {keep_ratio}")
-            n_keep = max(1, round(keep_ratio * self.count))
-            if n_keep < int(keep.sum()):
-                masked = torch.where(keep, opacities, torch.full_like(opacities, -1.0))
-                top = torch.topk(masked, n_keep, sorted=False).indices
-                keep = torch.zeros_like(keep)
-                keep[top] = True
+            if not 0.0 < keep_ratio <= 1.0 or not 0.0 <= random_ratio <= 1.0:
+                raise ValueError(f"keep_ratio must be in (0, 1] and random_ratio in [0, 1], got {keep_ratio}, "
+                                 f"{random_ratio}")
+            random_share = keep_ratio * random_ratio
+            n_top, n_random = int(self.count * (keep_ratio - random_share)), int(self.count * random_share)
+            order = torch.argsort(self.opacity_logits.detach(), descending=True, stable=True)  # [N]
+            rest = order[n_top:]
+            draw = torch.randperm(rest.numel(), generator=torch.Generator().manual_seed(seed))[:n_random]
+            keep = torch.cat([order[:n_top], rest[draw.to(rest.device)]])
+        if min_opacity is not None:
+            keep = keep[self.opacities.detach()[keep] > min_opacity]
         return self.index(keep)
-
 
 
 # Which axis is N for each field, counted from the end so leading batch dims are free.
