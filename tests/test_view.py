@@ -151,3 +151,28 @@ def test_bad_inputs_give_one_clear_line(tmp_path, capsys):
             assert main(args + ["--port", "0"] if "--port" not in args else args) == 2, args
             lines = capsys.readouterr().err.strip().splitlines()
             assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], (args, lines)
+
+
+def test_infer_exports_and_checks_the_view_port_first(tmp_path, capsys):
+    import infer
+    from data.procedural import ProceduralConfig, generate_scene, write_dl3dv_scene
+    from tests.test_infer import write_checkpoint
+
+    scene = tmp_path / "room"
+    write_dl3dv_scene(generate_scene(ProceduralConfig(num_frames=10, width=64, height=32, seed=3)), scene)
+    checkpoint = write_checkpoint(tmp_path / "tiny.safetensors")
+    args = ["--views", str(scene), "--checkpoint", str(checkpoint), "--num-views", "4", "--resolution", "64x32",
+            "--no-lpips", "--min-opacity", "0"]
+    with socket.socket() as busy:  # --view on a busy port fails before any work, output folder untouched
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        out = tmp_path / "viewed"
+        assert infer.main(args + ["--out", str(out), "--view", str(busy.getsockname()[1])]) == 2
+        assert "already in use" in capsys.readouterr().err and not out.exists()
+    out = tmp_path / "out"
+    assert infer.main(args + ["--out", str(out), "--export", "splat,compressed-ply"]) == 0
+    count = open_reconstruction(out).gaussians.count
+    assert (out / "gaussians.splat").stat().st_size == 32 * count == 32 * 4 * 64 * 32
+    assert (out / "gaussians.compressed.ply").is_file()
+    assert sorted(p.name for p in (out / "inputs").iterdir()) == sorted(
+        f"{c.name}.png" for c in open_reconstruction(out).cameras if c.role == "input")

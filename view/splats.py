@@ -2,7 +2,7 @@
 
 Two things the browser cannot do the way our renderer does, handled here:
 - Colour is one RGB per Gaussian (viser has no spherical harmonics). With cameras known, each
-  Gaussian gets the mean of the colours its SH gives toward the input cameras: exact for the views the
+  Gaussian gets the mean of the colours its SH gives toward the input cameras: close for the views the
   reconstruction was made from in the common case of little view dependence, and much closer than the
   degree-0 term alone, which is the colour averaged over all directions (used without cameras).
 - viser stores covariances as float16, whose normal range (6e-5 to 65504) holds Gaussians with standard
@@ -18,10 +18,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from model.gaussians import Gaussians
-from model.render.sh import sh_to_color
+from model.render.sh import sh_basis, sh_to_color
 from model.rotations import quat_to_matrix
 
 CHUNK = 1 << 18  # Gaussians per step of the colour bake, bounding its temporary memory
@@ -50,18 +51,21 @@ def float16_scale(gaussians: Gaussians) -> float:
 
 def baked_colors(gaussians: Gaussians, camera_centres: Tensor | None) -> Tensor:
     """One RGB per Gaussian [N, 3] in [0, 1]: the mean over camera_centres [C, 3] of the SH colour
-    toward each, or the degree-0 colour without cameras."""
+    toward each, or the degree-0 colour without cameras.
+
+    Colour is linear in the SH basis, so the mean colour is the SH evaluated with the basis averaged
+    over the cameras (clamped once, at the end): one basis evaluation per camera, one product in all.
+    """
     if camera_centres is None or len(camera_centres) == 0:
         return sh_to_color(0, gaussians.means, gaussians.sh).clamp(0, 1)
+    degree = gaussians.sh_degree
     out = torch.empty(gaussians.count, 3)
     for start in range(0, gaussians.count, CHUNK):
         means = gaussians.means[start:start + CHUNK]  # [n, 3]
-        sh = gaussians.sh[start:start + CHUNK]  # [n, K, 3]
-        total = torch.zeros(len(means), 3)
-        for centre in camera_centres:
-            total += sh_to_color(gaussians.sh_degree, means - centre, sh).clamp(0, 1)
-        out[start:start + CHUNK] = total / len(camera_centres)
-    return out
+        basis = sum(sh_basis(F.normalize(means - centre, dim=-1), degree) for centre in camera_centres)  # [n, K]
+        coeffs = gaussians.sh[start:start + CHUNK, :basis.shape[-1]]  # [n, K, 3]
+        out[start:start + CHUNK] = torch.einsum("nk,nkc->nc", basis / len(camera_centres), coeffs) + 0.5
+    return out.clamp(0, 1)
 
 
 def splat_arrays(gaussians: Gaussians, camera_centres: Tensor | None = None) -> SplatArrays:
