@@ -37,6 +37,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--video", action="store_true", help="render video.mp4 along a smooth path through the inputs")
     p.add_argument("--eval", action="store_true", help="hold out every 8th frame and report PSNR/SSIM/LPIPS on it")
     p.add_argument("--no-lpips", action="store_true", help="skip the LPIPS metric")
+    p.add_argument("--export", metavar="FORMATS", help="also write the Gaussians for web viewers: splat "
+                   "(gaussians.splat), compressed-ply (gaussians.compressed.ply), comma-separated")
+    p.add_argument("--view", nargs="?", const="127.0.0.1:8080", metavar="[HOST:]PORT", help="then show the "
+                   "result in the browser until Ctrl+C (python -m view; default 127.0.0.1:8080)")
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
     return p.parse_args(argv)
 
@@ -109,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
     device = _device(args.device)
     if not demo and not args.views.exists():
         raise FileNotFoundError(f"--views {args.views} does not exist; pass a scene folder")
+    formats, address = _viewing_options(args)
 
     started = time.perf_counter()
     if demo:
@@ -133,7 +138,29 @@ def run(args: argparse.Namespace) -> int:
                       robust=args.robust, video=args.video, lpips=not args.no_lpips)
     result = reconstruct(scene, loaded, options, out_dir, device)
     _summary(result, time.perf_counter() - started)
+    if formats:
+        from model.ply import load_ply
+        from view.export import export
+
+        for path in export(load_ply(out_dir / "gaussians.ply"), out_dir / "gaussians", formats, args.overwrite):
+            print(f"exported {path}")
+    if address:
+        from view import serve
+
+        serve(out_dir, *address)
     return 0
+
+
+def _viewing_options(args: argparse.Namespace) -> tuple[list[str], tuple[str, int] | None]:
+    """--export formats and --view address, checked before any work (a port in use fails now)."""
+    from view import check_port, parse_address
+    from view.export import parse_formats
+
+    formats = parse_formats(args.export) if args.export else []
+    address = parse_address(args.view) if args.view else None
+    if address:
+        check_port(*address)
+    return formats, address
 
 
 def _device(name: str):

@@ -17,7 +17,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["model*", "data*", "train*", "refine*", "inference*"]),
+    packages=find_packages(include=["model*", "data*", "train*", "refine*", "inference*", "view*"]),
     py_modules=["infer", "evaluate"],
     package_data={"train": ["configs/*.yaml"]},
     include_package_data=True,
@@ -39,6 +39,11 @@ setup(
         "imageio-ffmpeg",
         "pyyaml",
         "ninja",
+        # The browser viewer (`python -m view`, `infer.py --view`) and the .splat / compressed-PLY exports:
+        # pure-Python wheels, no CUDA needed (gsplat's exporter is plain PyTorch; its CUDA kernels are only
+        # compiled when rendering on a GPU).
+        "viser>=1.1",
+        "gsplat>=1.5.3",
     ],
     extras_require={
         # opencv-python-headless: the resize oracle (the official pipeline's cv2.resize), tests only

@@ -194,6 +194,9 @@ def reconstruct(scene: Scene, loaded: LoadedModel, options: Options, out_dir: Pa
         world = denormalize_gaussians(gaussians.to("cpu"), sample.normalization)
         save_ply(world, out_dir / "gaussians.ply")
         write_json(_cameras_json(scene, sample), out_dir / "cameras.json")
+        (out_dir / "inputs").mkdir(exist_ok=True)  # what the network saw; the viewer shows them on the cameras
+        for f, image in zip(sample.input_indices, sample.input_images):
+            save_png(image, out_dir / "inputs" / f"{Path(scene.names[int(f)]).stem}.png")
         metrics = {"scene": scene.scene_id, "num_inputs": len(inputs), "num_targets": len(targets),
                    "width": width, "height": height, "input_frames": selection.source,
                    "preprocessing": used.as_dict(), "gaussians_predicted": result.predicted,
