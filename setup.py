@@ -37,12 +37,12 @@ setup(
         "pillow",
         "imageio",
         "imageio-ffmpeg",
+        "pycolmap>=4.2",  # camera poses for photos and videos without them (CPU wheels); COLMAP model reader
         "pyyaml",
         "ninja",
     ],
     extras_require={
-        "test": ["pytest", "scikit-image", "pycolmap"],
-        "colmap": ["pycolmap"],
+        "test": ["pytest", "scikit-image"],
         # GPU kernels. They compile against the installed torch: install them after the project with
         # `pip install --no-build-isolation -e .[cuda]` (see README for a known-good version set).
         "cuda": ["gsplat>=1.5.3", "packaging", "mamba-ssm", "causal-conv1d", "flash-attn"],

@@ -47,18 +47,19 @@ def test_pose_oracle_recovers_a_known_similarity():
     moved[:, :3, :3] = rot @ c2w[:, :3, :3]
     moved[:, :3, 3] = 2.5 * c2w[:, :3, 3] @ rot.T + [1.0, -2.0, 0.5]
     assert np.allclose(pose_errors(c2w, moved), 0, atol=1e-6)
-    turn = np.array([[np.cos(0.0175), -np.sin(0.0175), 0], [np.sin(0.0175), np.cos(0.0175), 0], [0, 0, 1]])
-    turned = moved.copy()
-    turned[:, :3, :3] = moved[:, :3, :3] @ turn  # every camera turned by 1 degree about its axis
-    assert np.allclose(pose_errors(c2w, turned), (np.degrees(0.0175), 0), atol=1e-6)
+    a = np.radians(1.0)
+    turn = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])  # 1 degree pitch
+    twice, turned = np.concatenate([c2w, c2w]), np.concatenate([moved, moved])
+    turned[:20, :3, :3] = turned[:20, :3, :3] @ turn  # each camera once pitched up, once down: no common offset
+    turned[20:, :3, :3] = turned[20:, :3, :3] @ turn.T
+    assert np.allclose(pose_errors(twice, turned), (1.0, 0), atol=1e-6)
     moved[::2, :3, 3] += [0.3, 0.0, 0.0]  # half the cameras off by 0.3 in a cloud about 8 wide
     assert 0.005 < pose_errors(c2w, moved)[1] < 0.05
 
 
 @pytest.fixture(scope="module")
 def room():
-    # a circle around the room looking at its centre: parallax in every frame, and a loop to close
-    return generate_scene(ProceduralConfig(num_frames=40, width=256, height=144, seed=11, path="orbit"))
+    return generate_scene(ProceduralConfig(num_frames=48, width=256, height=144, seed=1, path="walk"))
 
 
 def pixels(images) -> np.ndarray:
@@ -96,10 +97,10 @@ def test_photos_to_reconstruction(room, tmp_path, capsys):
     out = tmp_path / "out"
     code, cap = run(["--views", photos, "--eval", "--no-lpips", "--out", out], capsys)
     assert code == 0, cap.err
-    assert sorted(p.name for p in photos.iterdir()) == sorted(f"IMG_{i + 1}.png" for i in range(40))  # untouched
+    assert sorted(p.name for p in photos.iterdir()) == sorted(f"IMG_{i + 1}.png" for i in range(48))  # untouched
     assert (out / "sparse" / "0" / "cameras.bin").is_file() and (out / "capture.log").stat().st_size > 0
     report = json.loads((out / "capture.json").read_text())
-    assert report["kind"] == "photos" and len(report["frames"]) == 40
+    assert report["kind"] == "photos" and len(report["frames"]) == 48
     seconds = next(line for line in cap.out.splitlines() if line.startswith("seconds:"))  # the summary's
     assert all(f" {step} " in seconds for step in ("frames", "features", "matching", "mapping", "predict")), seconds
     scene = check_against_truth(room, out, tmp_path, capsys, lambda name: int(name[4:-4]) - 1)
@@ -133,8 +134,8 @@ def test_video_to_reconstruction(room, tmp_path, capsys):
     code, cap = run(["--views", clip, "--eval", "--no-lpips", "--out", out], capsys)
     assert code == 0, cap.err
     report = json.loads((out / "capture.json").read_text())
-    assert report["kind"] == "video" and report["source_frames"] == 40
-    assert [f["from"] for f in report["frames"]] == [f"frame {i}" for i in range(40)]
+    assert report["kind"] == "video" and report["source_frames"] == 48 and report["loop_pairs"] > 0
+    assert [f["from"] for f in report["frames"]] == [f"frame {i}" for i in range(48)]
     scene = check_against_truth(room, out, tmp_path, capsys, lambda name: int(name[6:-4]) - 1)
     assert len(set(scene.intrinsics[:, 0].tolist())) == 1  # one shared camera
 
@@ -194,7 +195,7 @@ def test_multi_model_colmap_folder_reads_the_largest(tmp_path, room, capsys, cap
     for i, image in enumerate(pixels(room.images)):
         Image.fromarray(image).save(tmp_path / "images" / f"f{i:02d}.png")
     fx, fy, cx, cy = room.intrinsics[0].tolist()
-    for number, count in ((0, 7), (1, 16), (2, 40)):  # sparse/0 is not the largest
+    for number, count in ((0, 7), (1, 16), (2, 48)):  # sparse/0 is not the largest
         model = tmp_path / "sparse" / str(number)
         model.mkdir(parents=True)
         (model / "cameras.txt").write_text(f"1 PINHOLE 256 144 {fx!r} {fy!r} {cx!r} {cy!r}\n")
@@ -207,7 +208,7 @@ def test_multi_model_colmap_folder_reads_the_largest(tmp_path, room, capsys, cap
         (model / "points3D.txt").write_text("")
         pycolmap.Reconstruction(str(model)).write_binary(str(model))
     caplog.set_level("INFO")
-    assert len(read_colmap(tmp_path)) == 40
+    assert len(read_colmap(tmp_path)) == 48
     assert "3 models" in caplog.text and "reading model 2, the largest" in caplog.text
     assert len(read_colmap(tmp_path, model=0)) == 7 and len(read_colmap(tmp_path / "sparse", model=1)) == 16
     with pytest.raises(SceneError, match=r"no COLMAP model 5 .* \[0, 1, 2\]"):
