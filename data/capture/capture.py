@@ -87,15 +87,13 @@ def capture_scene(source: Path, out_dir: Path, config: CaptureConfig | None = No
         _check_registered(capture, source, config)
         _say_poses(capture)
         (work / "capture.json").write_text(json.dumps(_report(capture, source, config), indent=2))
-        (work / "pairs.txt").unlink(missing_ok=True)
     except BaseException:
-        log.removeHandler(handler)
-        handler.close()
         shutil.rmtree(work, ignore_errors=True)
         raise
-    log.removeHandler(handler)
-    handler.close()
-    for name in OUTPUTS:
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+    for name in OUTPUTS:  # the rest of work/ (pair list, retrieval tree) is scratch
         if (work / name).exists():
             (work / name).replace(out_dir / name)
     shutil.rmtree(work)

@@ -57,8 +57,8 @@ def extract_frames(source: Video | Photos, images: Path, config: CaptureConfig) 
                 if i >= keep[-1]:
                     break
         if bar.n < len(keep):
-            raise SceneError(f"{source.path} gave fewer frames on a second decoding pass ({i + 1}) than on the "
-                             f"first ({len(scores)}); re-encode it, e.g. ffmpeg -i IN -c:v libx264 OUT.mp4")
+            raise SceneError(f"{source.path} gave fewer frames on a second decoding pass than on the first "
+                             f"({len(scores)}); re-encode it, e.g. ffmpeg -i IN -c:v libx264 OUT.mp4")
         kept_scores = [float(scores[i]) for i in keep]
     else:
         scores = None
