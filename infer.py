@@ -4,7 +4,8 @@
     python infer.py --views SCENE_DIR --checkpoint CKPT --eval --video --out results/scene
 
 SCENE_DIR may be a DL3DV / nerfstudio folder (transforms.json), the official Long-LRM processed
-format (opencv_cameras.json) or a COLMAP sparse model. See README.md for every option.
+format (opencv_cameras.json) or a COLMAP sparse model; or, without poses, a folder of photos or a
+video, whose poses are computed with COLMAP into --out first. See README.md for every option.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ EXIT_BAD_INPUT = 2
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--views", type=Path, help="scene folder; default: the embedded procedural demo scene")
+    p.add_argument("--views", type=Path, help="scene folder, folder of photos or video file; default: the embedded "
+                   "procedural demo scene")
     p.add_argument("--checkpoint", type=Path, help="our .safetensors / run directory, or the official Long-LRM .pt; "
                    "default: the shipped demo checkpoint")
     p.add_argument("--num-views", type=int, help="input views (16, 32 and 64 are typical; default: what the "
@@ -42,6 +44,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--view", nargs="?", const="127.0.0.1:8080", metavar="[HOST:]PORT", help="then show the "
                    "result in the browser until Ctrl+C (python -m view; default 127.0.0.1:8080)")
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
+    capture = p.add_argument_group("photos or a video without poses (computed with COLMAP into --out)")
+    capture.add_argument("--max-frames", type=int, help="frames kept for SfM, spread over the video and the "
+                         "sharpest of their neighbourhood (default 150)")
+    capture.add_argument("--frame-size", type=int, help="longest side of the kept frames in pixels (default 960)")
+    capture.add_argument("--colmap-model", type=int, help="which model of a COLMAP scene with several (sparse/N); "
+                         "default: the one with the most registered images")
     return p.parse_args(argv)
 
 
@@ -122,21 +130,27 @@ def run(args: argparse.Namespace) -> int:
         print("no --views given: reconstructing the embedded procedural demo scene with the shipped checkpoint")
         scene = demo_scene()
     else:
-        from data.open_scene import open_scene
+        from data.open_scene import needs_capture, open_scene
 
-        scene = open_scene(args.views)
-        if args.input_index:
+        capture = needs_capture(args.views)  # photos or a video: poses computed once --out exists
+        scene = None if capture else open_scene(args.views, colmap_model=args.colmap_model)
+        if scene is not None and args.input_index:
             use_input_index(scene, read_input_index(args.input_index), args.input_index)
-    out_dir = _prepare_out(args.out or Path("outputs") / f"{_slug(scene.scene_id)}-{time.strftime('%Y%m%d-%H%M%S')}",
-                           args.overwrite)
+    name = scene.scene_id if scene is not None else args.views.stem
+    out = args.out or Path("outputs") / f"{_slug(name)}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out_existed = out.exists()
+    out_dir = _prepare_out(out, args.overwrite)
     loaded = load_checkpoint(args.checkpoint or DEMO_CHECKPOINT, device)
     print(f"checkpoint: {loaded.path} ({loaded.source}, {sum(p.numel() for p in loaded.model.parameters()) / 1e6:.2f}M "
           f"parameters) on {device}")
     num_views = args.num_views or loaded.num_views or 32
+    if scene is None:
+        scene = _capture(args, out_dir, out_existed)
     options = Options(num_views=num_views, resolution=args.resolution, holdout=args.eval or demo,
                       **preprocessing_options(args), refine_steps=args.refine_steps,
                       robust=args.robust, video=args.video, lpips=not args.no_lpips)
     result = reconstruct(scene, loaded, options, out_dir, device)
+    result.seconds = {**scene.extras.get("capture_seconds", {}), **result.seconds}
     _summary(result, time.perf_counter() - started)
     if formats:
         from model.ply import load_ply
@@ -161,6 +175,21 @@ def _viewing_options(args: argparse.Namespace) -> tuple[list[str], tuple[str, in
     if address:
         check_port(*address)
     return formats, address
+
+
+def _capture(args: argparse.Namespace, out_dir: Path, out_existed: bool):
+    """Frames and COLMAP poses for photos or a video, into out_dir; a failure leaves no new folder behind."""
+    from data.capture import CaptureConfig
+    from data.open_scene import open_scene
+
+    settings = {"max_frames": args.max_frames, "frame_size": args.frame_size}
+    try:
+        config = CaptureConfig(**{k: v for k, v in settings.items() if v is not None})
+        return open_scene(args.views, capture_dir=out_dir, capture=config)
+    except BaseException:
+        if not out_existed and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+        raise
 
 
 def _device(name: str):

@@ -37,6 +37,7 @@ setup(
         "pillow",
         "imageio",
         "imageio-ffmpeg",
+        "pycolmap>=4.2",  # camera poses for photos and videos without them (CPU wheels); COLMAP model reader
         "pyyaml",
         "ninja",
         # The browser viewer (`python -m view`, `infer.py --view`) and the .splat / compressed-PLY exports:
@@ -47,8 +48,7 @@ setup(
     ],
     extras_require={
         # opencv-python-headless: the resize oracle (the official pipeline's cv2.resize), tests only
-        "test": ["pytest", "scikit-image", "pycolmap", "opencv-python-headless"],
-        "colmap": ["pycolmap"],
+        "test": ["pytest", "scikit-image", "opencv-python-headless"],
         # GPU kernels. They compile against the installed torch: install them after the project with
         # `pip install --no-build-isolation -e .[cuda]` (see README for a known-good version set).
         "cuda": ["gsplat>=1.5.3", "packaging", "mamba-ssm", "causal-conv1d", "flash-attn"],
