@@ -38,6 +38,7 @@ setup(
         "imageio",
         "imageio-ffmpeg",
         "pyyaml",
+        "omegaconf>=2.4",
         "ninja",
     ],
     extras_require={
