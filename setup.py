@@ -39,6 +39,7 @@ setup(
         "imageio-ffmpeg",
         "pyyaml",
         "omegaconf>=2.4",
+        "psutil",
         "ninja",
     ],
     extras_require={
