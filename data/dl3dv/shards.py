@@ -1,7 +1,7 @@
 """Webdataset shards of scenes: one scene per sample, frames as their original encoded bytes.
 
 A sample (tar members sharing the key, which is the scene id with dots replaced):
-    <key>.cameras.json   {"format", "version", "scene_id", "width", "height", "extras",
+    <key>.cameras.json   {"format", "version", "scene_id", "width", "height", "upright", "extras",
                           "frames": [{"name", "member", "c2w" (OpenCV 4x4), "fx", "fy", "cx", "cy",
                                       "k1", "k2", "p1", "p2"}]}   intrinsics/distortion of the stored bytes
     <key>.00000.png      frame 0, bytes copied from the source file (never re-encoded)
@@ -69,7 +69,7 @@ def scene_to_sample(scene: Scene) -> dict:
         frames.append({"name": scene.names[i], "member": member, "c2w": scene.c2w[i].tolist(),
                        "fx": fx, "fy": fy, "cx": cx, "cy": cy, "k1": k1, "k2": k2, "p1": p1, "p2": p2})
     record = {"format": FORMAT, "version": VERSION, "scene_id": scene.scene_id, "width": scene.width,
-              "height": scene.height, "extras": scene.extras, "frames": frames}
+              "height": scene.height, "upright": scene.upright, "extras": scene.extras, "frames": frames}
     sample[CAMERAS] = json.dumps(record).encode()
     return sample
 
@@ -94,6 +94,7 @@ def scene_from_sample(sample: dict, distortion: str = "undistort") -> Scene:
             [f["c2w"] for f in frames], [[f["fx"], f["fy"], f["cx"], f["cy"]] for f in frames],
             distortion=[[f["k1"], f["k2"], f["p1"], f["p2"]] for f in frames], on_distortion=distortion,
             camera_file=where, extras=record.get("extras", {}), size=(int(record["width"]), int(record["height"])),
+            upright=bool(record.get("upright", True)),
         )
     except (ValueError, KeyError, TypeError) as e:
         if isinstance(e, SceneError):
