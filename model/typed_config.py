@@ -47,6 +47,17 @@ def to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
+def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested dict as {"dotted.key": leaf value}; an empty dict is a leaf."""
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def parse_override(item: str) -> tuple[str, Any]:
     """`key.sub=value` -> ("key.sub", value), the value parsed by OmegaConf's YAML rules."""
     key, sep, raw = item.partition("=")
@@ -122,17 +133,6 @@ def _merge(config: DictConfig, values: Any, where: str, source: str = "") -> Non
         _set(config, key, value, merge=True, where=where, source=source)
 
 
-def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """A nested dict as {"dotted.key": leaf value}; an empty dict is a leaf."""
-    out = {}
-    for key, value in values.items():
-        if isinstance(value, dict) and value:
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def _set(config: DictConfig, key: str, value: Any, merge: bool, where: str = "", source: str = "") -> None:
     try:
         OmegaConf.update(config, key, value, merge=merge)
@@ -158,11 +158,13 @@ def _describe(config: DictConfig, key: str, value: Any, error: OmegaConfBaseExce
         valid = sorted(section.keys()) if isinstance(section, DictConfig) else []
         close = difflib.get_close_matches(name, valid, n=1)
         hint = f" (did you mean {_join(where, _join(parent, close[0]))}?)" if close else ""
-        return f"unknown config key {_join(where, failed)}{hint}; valid keys of {_join(where, parent) or 'the config'}: {valid}"
+        section_name = _join(where, parent) or "the config"
+        return f"unknown config key {_join(where, failed)}{hint}; valid keys of {section_name}: {valid}"
     owner = OmegaConf.get_type(OmegaConf.select(config, parent) if parent else config)
     hint = typing.get_type_hints(owner).get(name) if dataclasses.is_dataclass(owner) else None
     if failed != key:  # an intermediate key holds a plain value: `steps.x=1` where steps is a number
-        return f"unknown config key {_join(where, key)}: {_join(where, failed)} is {_expected(hint, failed)}, not a section"
+        kind = _expected(hint, failed)
+        return f"unknown config key {_join(where, key)}: {_join(where, failed)} is {kind}, not a section"
     return f"{_join(where, key)} must be {_expected(hint, _join(where, key), value)}, got {value!r}"
 
 

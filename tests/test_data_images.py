@@ -141,4 +141,5 @@ def test_a_scene_of_rotated_photos_is_read_upright(frames_and_folder, tmp_path):
     # Where the cameras describe the stored pixels (COLMAP), the frames are read as stored.
     stored = Scene.from_frames("s", scene.names, scene.sources, scene.c2w, scene.intrinsics, upright=False)
     assert (stored.width, stored.height) == (32, 48)
-    assert torch.equal(stored.subset([0]).load_views([0])[0][0], torch.from_numpy(np.rot90(upright[0], 1) / 255.0).float())
+    as_stored = torch.from_numpy(np.rot90(upright[0], 1) / 255.0).float()
+    assert torch.equal(stored.subset([0]).load_views([0])[0][0], as_stored)

@@ -89,11 +89,11 @@ def test_rerun_after_adding_scenes_converts_each_scene_once(scene_root, tmp_path
     shutil.copytree(src / "1K" / "c3", src / "2K" / "c3")  # same name, another batch folder: another scene
     before = {p.name: p.stat().st_mtime_ns for p in out.glob("shard-*.tar")}
     assert convert(args) == 0
+    assert stored_keys(out) == ["a0", "a1", "b2", "b3", "c3", "c3"]  # each scene once; c3 twice: two scenes
     assert "2 shards kept from an earlier run" in capsys.readouterr().out
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("shard-*.tar") if p.name in before} == before
     sources = sorted(e["source"] for info in out.glob("shard-*.json") for e in json.loads(info.read_text())["samples"])
     assert sources == ["1K/a0", "1K/a1", "1K/b2", "1K/b3", "1K/c3", "2K/c3"]
-    assert stored_keys(out) == ["a0", "a1", "b2", "b3", "c3", "c3"]
     index = json.loads((out / "index.json").read_text())
     assert index["num_samples"] == 6 and len(index["shards"]) == 4
     assert convert(args) == 0  # nothing left to do

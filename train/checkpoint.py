@@ -2,7 +2,7 @@
 
 A checkpoint is a directory `<run_dir>/checkpoints/step_<00000000>/` holding
   model.safetensors   the network weights; metadata "model_config" / "train_config" (JSON) so the
-                      file alone rebuilds the model (`build_model(ModelConfig(**model_config))`)
+                      file alone rebuilds the model (`build_model(from_dict(ModelConfig, model_config))`)
   state.pt            optimizer, lr scheduler, step, data position, counters, both configs
   rng_rank<r>.pt      python / numpy / torch RNG states of every process (they differ per rank)
 Both .pt files hold only tensors and plain Python values, so they load with `weights_only=True`:

@@ -46,7 +46,7 @@ class TrainDataConfig(DataConfig):
     # folders: scene folders, root folders or .txt lists; shards: shard files, folders of them, glob or
     # brace patterns. Checked before training starts (train.trainer.check_data).
     paths: tuple[str, ...] = ()
-    eval_paths: tuple[str, ...] = ()  # held-out scene folders (any source); synthetic: held-out procedural seeds instead
+    eval_paths: tuple[str, ...] = ()  # held-out scene folders (any source); synthetic: held-out seeds instead
     num_workers: int = 2
     on_error: str = "skip"  # folders: an unusable scene is skipped with a warning ("raise" to stop)
     shuffle_buffer: int = 8  # shards: samples shuffled in each worker

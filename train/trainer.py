@@ -202,9 +202,9 @@ class Trainer:
             ours, theirs = flatten(to_dict(self.model_config)), flatten(saved_config)
             differ = [f"{k} {theirs.get(k)} -> {ours.get(k)}" for k in sorted(ours.keys() | theirs.keys())
                       if ours.get(k) != theirs.get(k)]
-            raise ValueError(f"{source} holds another network than model.preset={self.config.model.preset!r} with "
-                             f"these overrides builds (saved -> now: {', '.join(differ[:6]) or e}); use the model "
-                             "settings it was trained with, or start a new run with another --run-dir") from None
+            raise ValueError(f"{source} holds a different network from the one this config builds (checkpoint -> "
+                             f"config: {', '.join(differ[:6]) or e}); use the model settings it was trained with, "
+                             "or start a new run with another --run-dir") from None
         model.load_state_dict(weights)
 
     def _eval_lpips(self):
