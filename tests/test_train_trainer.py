@@ -230,9 +230,10 @@ def test_data_and_run_dir_mistakes_are_one_line(scenes, tmp_path, capsys):
     assert f"run_dir {afile} cannot be created: {afile} is a file" in err
     err = one_line_error(capsys, tiny_overrides(afile / "run", scenes))
     assert f"run_dir {afile / 'run'} cannot be created: {afile} is a file" in err
-    # The scenes have 12 frames: no sample can hold 16 distinct views, every scene is skipped.
+    # The scenes have 12 frames: no sample can hold 16 distinct views, every scene is skipped (in a
+    # DataLoader worker, whose error arrives with the worker's traceback in its message).
     err = one_line_error(capsys, tiny_overrides(tmp_path / "b", scenes, "data.views.num_inputs=16",
-                                                "data.views.max_frame_dist=20", "optim.steps=1"))
+                                                "data.views.max_frame_dist=20", "optim.steps=1", "data.num_workers=1"))
     assert "error: none of the 3 scenes could be used" in err
 
 

@@ -30,7 +30,6 @@ from accelerate import Accelerator, PartialState
 from accelerate.utils import DistributedType, set_seed
 from tqdm import tqdm
 
-from data.errors import SceneError
 from model.cpu_allocator import keep_freed_memory
 from model.losses import Losses
 from model.lpips import load_lpips
@@ -362,14 +361,14 @@ def main(argv: list[str], default_config: str | os.PathLike | None = None, prog:
     except (ValueError, OSError) as e:  # SceneError and CheckpointError are ValueErrors
         if command.debug:
             raise
-        fail(_last_line(e))
+        fail(_message(e))
     return trainer
 
 
-def _last_line(error: Exception) -> str:
-    """The message itself: an error re-raised from a DataLoader worker carries the worker's traceback
-    first and the original `Type: message` last."""
-    lines = str(error).strip().splitlines() or [type(error).__name__]
-    if len(lines) > 1 and isinstance(error, SceneError):
-        return lines[-1].split(": ", 1)[-1]
-    return " ".join(lines)
+def _message(error: Exception) -> str:
+    """The message on one line. An error re-raised from a DataLoader worker carries the worker's
+    traceback first and the original `Type: message` last."""
+    text = str(error).strip() or type(error).__name__
+    if "Original Traceback" in text:
+        return text.splitlines()[-1].split(": ", 1)[-1]
+    return " ".join(text.splitlines())
