@@ -39,6 +39,8 @@ setup(
         "imageio-ffmpeg",
         "pycolmap>=4.2",  # camera poses for photos and videos without them (CPU wheels); COLMAP model reader
         "pyyaml",
+        "omegaconf>=2.4",
+        "psutil",
         "ninja",
         # The browser viewer (`python -m view`, `infer.py --view`) and the .splat / compressed-PLY exports:
         # pure-Python wheels, no CUDA needed (gsplat's exporter is plain PyTorch; its CUDA kernels are only

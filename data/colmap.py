@@ -130,5 +130,6 @@ def read_colmap(path: str | Path, image_dir: str = "images", distortion: str = "
     w2c = as_c2w(w2c, where)  # [N, 4, 4]
     check_poses(w2c, names, where)
     scene_id = root.name
+    # COLMAP's cameras describe the stored pixels: it ignores EXIF orientation tags.
     return Scene.from_frames(scene_id, names, [root / n for n in names], invert_rigid(w2c), intrinsics, sizes,
-                             coeffs, on_distortion=distortion, camera_file=where)
+                             coeffs, on_distortion=distortion, camera_file=where, upright=False)

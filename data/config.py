@@ -1,9 +1,11 @@
-"""Typed settings of the data pipeline, with the official training stages as presets.
+"""Typed settings of the data pipeline.
 
-    stage1     256x256 square crop, 32 inputs / 8 targets from a 64-128 frame window
-    stage2     512x512, same sampling
-    stage3     full frame 960x540 -> 960x544, whole video, FoV augmentation r ~ U[0.77, 1]
-    stage3_16  stage 3 with 16 inputs (the 16-view fine-tune)
+The official training stages set them in their YAML files (train/configs/stage1.yaml ... finetune16.yaml,
+read by name with `train.config.stage_config`):
+    stage1      256x256 square crop, 32 inputs / 8 targets from a 64-128 frame window
+    stage2      512x512, same sampling
+    stage3      full frame 960x540 -> 960x544, whole video, FoV augmentation r ~ U[0.77, 1]
+    finetune16  stage 3 with 16 inputs
 Evaluation uses the same settings with mode="eval" (KMeans inputs, every 8th frame as target).
 """
 
@@ -75,19 +77,3 @@ class DataConfig:
 
     def replace(self, **changes) -> DataConfig:
         return dataclasses.replace(self, **changes)
-
-    @staticmethod
-    def preset(name: str) -> DataConfig:
-        if name not in PRESETS:
-            raise ValueError(f"unknown data preset {name!r}; expected one of {sorted(PRESETS)}")
-        return dataclasses.replace(PRESETS[name])
-
-
-_STAGE3_VIEWS = ViewConfig(min_frame_dist=None, max_frame_dist=None)
-_STAGE3_RES = ResolutionConfig(mode="full", size=540, fov_min_ratio=0.77)
-PRESETS = {
-    "stage1": DataConfig(resolution=ResolutionConfig(size=256)),
-    "stage2": DataConfig(resolution=ResolutionConfig(size=512)),
-    "stage3": DataConfig(views=_STAGE3_VIEWS, resolution=_STAGE3_RES),
-    "stage3_16": DataConfig(views=dataclasses.replace(_STAGE3_VIEWS, num_inputs=16), resolution=_STAGE3_RES),
-}

@@ -46,6 +46,7 @@ class Scene:
     raw_intrinsics: Tensor | None = None  # [N, 4] of the stored, distorted images; None when not distorted
     distortion: Tensor | None = None  # [N, 4] k1, k2, p1, p2 of the stored images; None when not distorted
     extras: dict = field(default_factory=dict)  # format-specific metadata (e.g. precomputed eval inputs)
+    upright: bool = True  # frames turned by their EXIF orientation (data.images); False: as stored (COLMAP)
     _grids: dict = field(default_factory=dict, repr=False)  # undistortion grids per lens and output camera
 
     def __len__(self) -> int:
@@ -69,6 +70,7 @@ class Scene:
         camera_file: str = "",
         extras: dict | None = None,
         size: tuple[int, int] | None = None,
+        upright: bool = True,
     ) -> Scene:
         """Check and assemble a scene.
 
@@ -77,6 +79,8 @@ class Scene:
         intrinsics already refer to the stored images); distortion [N, 4] k1, k2, p1, p2 or None.
         size: (width, height) known to be shared by all frames (e.g. checked when a shard was written);
         skips reading every image header here, while `load_views` still checks each decoded frame.
+        upright: the cameras describe the frames turned by their EXIF orientation, as displayed (False:
+        as stored, which is what COLMAP describes).
         """
         where = camera_file or scene_id
         if not names:
@@ -85,7 +89,7 @@ class Scene:
             raise ValueError(f"on_distortion must be one of {DISTORTION_POLICIES}, got {on_distortion!r}")
         c2w = as_c2w(c2w, where)
         check_poses(c2w, names, where)
-        width, height = size if size is not None else _common_size(names, sources, where)
+        width, height = size if size is not None else _common_size(names, sources, where, upright)
         intrinsics = torch.as_tensor(np.asarray(intrinsics, dtype=np.float64))  # [N, 4]
         if intrinsics.shape != (len(names), 4):
             raise SceneError(f"{where}: expected intrinsics for {len(names)} frames, "
@@ -112,7 +116,7 @@ class Scene:
             else:
                 coeffs = None
         return cls(scene_id, list(names), list(sources), intrinsics, c2w, width, height, camera_file, raw, coeffs,
-                   dict(extras or {}))
+                   dict(extras or {}), upright)
 
     @classmethod
     def from_arrays(cls, scene_id: str, images: Tensor, intrinsics: Tensor, c2w: Tensor) -> Scene:
@@ -148,7 +152,7 @@ class Scene:
     def _decode(self, indices: list[int]) -> Tensor:
         frames = []
         for i in indices:
-            array = decode_image(self.sources[i], self.names[i])  # [H, W, 3]
+            array = decode_image(self.sources[i], self.names[i], self.upright)  # [H, W, 3]
             if array.shape[:2] != (self.height, self.width):
                 raise SceneError(
                     f"image {self.names[i]} of scene {self.scene_id} is {array.shape[1]}x{array.shape[0]}, not "
@@ -171,7 +175,7 @@ class Scene:
         coeffs = None if self.distortion is None else self.distortion[idx]
         return Scene(self.scene_id, [self.names[i] for i in idx], [self.sources[i] for i in idx],
                      self.intrinsics[idx], self.c2w[idx], self.width, self.height, self.camera_file,
-                     raw, coeffs, dict(self.extras), self._grids)
+                     raw, coeffs, dict(self.extras), self.upright, self._grids)
 
     def _undistort(self, frames: Tensor, indices: list[int], target: Cameras, box: tuple[int, int, int, int]) -> Tensor:
         """One bilinear resampling from the distorted frames [V, H, W, 3] to the pinhole `target` views.
@@ -241,12 +245,12 @@ def as_c2w(c2w, where: str) -> Tensor:
     return m
 
 
-def _common_size(names: list[str], sources: list[ImageSource], where: str) -> tuple[int, int]:
+def _common_size(names: list[str], sources: list[ImageSource], where: str, upright: bool) -> tuple[int, int]:
     sizes: dict[tuple[int, int], list[str]] = {}
     for name, source in zip(names, sources, strict=True):
         if isinstance(source, Path) and not source.is_file():
             raise SceneError(f"{where}: frame image {source} does not exist; restore it or remove the frame")
-        sizes.setdefault(image_size(source, name), []).append(name)
+        sizes.setdefault(image_size(source, name, upright), []).append(name)
     if len(sizes) > 1:
         shown = "; ".join(f"{w}x{h} (e.g. {v[0]}, {len(v)} frames)" for (w, h), v in list(sizes.items())[:3])
         raise SceneError(f"{where}: frames have different image sizes ({shown}); one scene needs one image size, "

@@ -2,21 +2,27 @@
 
 A checkpoint is a directory `<run_dir>/checkpoints/step_<00000000>/` holding
   model.safetensors   the network weights; metadata "model_config" / "train_config" (JSON) so the
-                      file alone rebuilds the model (`build_model(ModelConfig(**model_config))`)
+                      file alone rebuilds the model (`build_model(from_dict(ModelConfig, model_config))`)
   state.pt            optimizer, lr scheduler, step, data position, counters, both configs
   rng_rank<r>.pt      python / numpy / torch RNG states of every process (they differ per rank)
+Both .pt files hold only tensors and plain Python values, so they load with `weights_only=True`:
+nothing in a checkpoint is ever executed.
 
 Atomicity: everything is written into a hidden temporary directory next to the final one, which is
 then renamed into place with `os.replace`. A crash mid-write leaves only a temporary directory that
-is ignored (and cleaned up by the next save), so the last complete checkpoint always loads. With
-several processes, the directory must be on a filesystem all of them share (as for any multi-node
-checkpointing); every rank writes its RNG file, the main process everything else and the rename.
+is ignored (and cleaned up by the next save), so the last complete checkpoint always loads. A
+checkpoint damaged later (a disk fault, a truncated copy, a file that is not what it claims) is
+skipped with a warning when resuming from the latest one, in favour of the newest one that loads.
+With several processes, the directory must be on a filesystem all of them share (as for any
+multi-node checkpointing); every rank writes its RNG file, the main process everything else and the
+rename.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 import re
 import shutil
@@ -26,13 +32,18 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 CHECKPOINTS = "checkpoints"
 _NAME = re.compile(r"^step_(\d{8,})$")
 _TMP_PREFIX = ".tmp_"
+_RNG = re.compile(r"^rng_rank(\d+)\.pt$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read: missing, truncated, corrupt, or holding more than data."""
 
 
 @dataclass
@@ -76,7 +87,16 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
 
 
 def rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """The RNG states as tensors and plain values (numpy's key array as an int64 tensor), which a
+    weights-only load accepts."""
+    numpy_state = np.random.get_state(legacy=False)  # {"state": {"key": uint32 [624], "pos"}, "has_gauss", "gauss"}
+    state = {
+        "python": random.getstate(),  # (version, 625 ints, gauss or None)
+        "numpy": {"key": torch.from_numpy(numpy_state["state"]["key"].astype(np.int64)),
+                  "pos": int(numpy_state["state"]["pos"]), "has_gauss": int(numpy_state["has_gauss"]),
+                  "gauss": float(numpy_state["gauss"])},
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -84,7 +104,10 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    n = state["numpy"]
+    np.random.set_state({"bit_generator": "MT19937", "state": {"key": n["key"].numpy().astype(np.uint32),
+                                                               "pos": n["pos"]},
+                         "has_gauss": n["has_gauss"], "gauss": n["gauss"]})
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -144,15 +167,80 @@ def load_weights(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, 
     """Weights and model config from a checkpoint directory, run directory or `.safetensors` file."""
     path = Path(path)
     file = path if path.suffix == ".safetensors" else resolve_checkpoint(path) / "model.safetensors"
-    with safe_open(str(file), framework="pt") as f:
-        meta = f.metadata() or {}
-    return load_file(str(file)), json.loads(meta.get("model_config", "{}"))
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            meta = f.metadata() or {}
+        return load_file(str(file)), json.loads(meta.get("model_config", "{}"))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"weights file {file} cannot be read ({_reason(e)})") from None
 
 
 def load_state(checkpoint: str | os.PathLike, rank: int = 0) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """(training state, this rank's RNG state or None if the checkpoint was written by fewer ranks)."""
+    """(training state, this rank's RNG state or None if the checkpoint was written by fewer ranks).
+
+    Every rank's RNG file is read, not only this rank's, so all ranks agree on whether the
+    checkpoint is readable.
+    """
     checkpoint = Path(checkpoint)
-    state = torch.load(checkpoint / "state.pt", map_location="cpu", weights_only=False)
-    rng_file = checkpoint / f"rng_rank{rank}.pt"
-    rng = torch.load(rng_file, weights_only=False) if rng_file.is_file() else None
-    return state, rng
+    state = _load_pt(checkpoint / "state.pt")
+    rngs = {int(m.group(1)): _load_pt(p) for p in sorted(checkpoint.iterdir()) if (m := _RNG.match(p.name))}
+    return state, rngs.get(rank)
+
+
+@dataclass
+class Resumed:
+    """Everything a run continues from, read from one checkpoint."""
+
+    path: Path
+    weights: dict[str, Tensor]
+    model_config: dict[str, Any]
+    state: dict[str, Any]
+    rng: dict[str, Any] | None
+
+
+def load_resume(checkpoint: str | os.PathLike, rank: int = 0) -> Resumed:
+    """Read a whole checkpoint; a CheckpointError if any part of it cannot be read."""
+    checkpoint = Path(checkpoint)
+    weights, model_config = load_weights(checkpoint / "model.safetensors")
+    state, rng = load_state(checkpoint, rank)
+    return Resumed(checkpoint, weights, model_config, state, rng)
+
+
+def load_latest(root: str | os.PathLike, rank: int = 0, warn: Callable[[str], None] = print) -> Resumed | None:
+    """The newest checkpoint under `root` (a checkpoints folder) that reads completely; None if there is none.
+
+    An unreadable newer checkpoint is reported through `warn` and passed over for the one before it.
+    """
+    found = list_checkpoints(root)
+    for checkpoint in reversed(found):
+        try:
+            return load_resume(checkpoint, rank)
+        except CheckpointError as e:
+            warn(f"{e}; falling back to the previous checkpoint")
+    if found:
+        raise CheckpointError(f"none of the {len(found)} checkpoints in {root} can be read (see the warnings "
+                              "above); start a new run with another --run-dir")
+    return None
+
+
+def _load_pt(path: Path) -> Any:
+    """torch.load restricted to tensors and plain values: a pickled object that would run code on
+    load (or any other class) is refused, never executed."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint file {path} is missing") from None
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(f"checkpoint file {path} is corrupt or holds objects other than tensors and plain "
+                              f"values, which are never loaded ({_reason(e)})") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise CheckpointError(f"checkpoint file {path} is truncated or corrupt ({_reason(e)})") from None
+
+
+def _reason(error: Exception) -> str:
+    """A short cause: the global a weights-only load refused, else the message's first sentence (torch's
+    follow-up advice to load the file unsafely does not apply here)."""
+    refused = re.search(r"GLOBAL ([\w.]+)", str(error))
+    if refused:
+        return f"it refers to {refused.group(1)}"
+    return str(error).strip().split("\n")[0].split(". ")[0] or type(error).__name__
