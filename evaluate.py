@@ -16,7 +16,9 @@ import sys
 import time
 from pathlib import Path
 
-COLUMNS = ["scene", "inputs", "targets", "width", "height", "psnr", "ssim", "lpips", "seconds", "gaussians"]
+COLUMNS = [
+    "scene", "inputs", "targets", "width", "height", "psnr", "ssim", "lpips", "seconds", "gaussians", "precision",
+]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -30,6 +32,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--refine-steps", type=int, default=0)
     p.add_argument("--out", type=Path, required=True, help="where per_scene.csv and summary.md go (resumed if present)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="the network's arithmetic: auto = bf16 autocast on GPUs with native bf16, fp32 elsewhere")
     p.add_argument("--no-lpips", action="store_true")
     return p.parse_args(argv)
 
@@ -57,6 +61,7 @@ def run(args) -> int:
     from inference.views import choose_views, load_sample, parse_resolution
     from infer import _device
     from model.cpu_allocator import keep_freed_memory
+    from model.precision import resolve_precision
 
     torch.set_flush_denormal(True)
     keep_freed_memory()
@@ -68,15 +73,21 @@ def run(args) -> int:
     device = _device(args.device)
     loaded = load_checkpoint(args.checkpoint, device)
     options = Options(num_views=args.num_views, holdout=True, min_opacity=args.min_opacity, keep_ratio=args.keep_ratio,
-                      resolution=parse_resolution(args.resolution) if args.resolution else None)
+                      resolution=parse_resolution(args.resolution) if args.resolution else None,
+                      precision=args.precision)
+    precision = resolve_precision(options.precision, device)
     resolution = options.resolution or checkpoint_resolution(loaded)
     args.out.mkdir(parents=True, exist_ok=True)
     table = args.out / "per_scene.csv"
     done = _read_rows(table)
+    other = sorted({row["precision"] for row in done.values()} - {precision.name})
+    if other:
+        raise ValueError(f"{table} holds scenes evaluated with the network in {', '.join(other)}, this run would use "
+                         f"{precision.name}; pass --precision {other[0]} to resume it, or choose another --out")
     failures = []
     with table.open("a", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        if not done:
+        if f.tell() == 0:  # a new (or empty) table; a resumed one has its header
             writer.writeheader()
         for path in tqdm(scenes, desc="scenes", unit="scene"):
             name = str(path.relative_to(args.scenes))
@@ -90,7 +101,7 @@ def run(args) -> int:
                 failures.append(f"{name}: {err}")
                 continue
             timer = StageTimer(device)
-            gaussians, _ = predict(loaded, sample, options, device, timer)
+            gaussians, _ = predict(loaded, sample, options, device, timer, precision)
             if args.refine_steps:
                 from refine import RefineConfig, refine
 
@@ -103,11 +114,12 @@ def run(args) -> int:
             height, width = sample.input_images.shape[1:3]
             row = {"scene": name, "inputs": len(inputs), "targets": len(targets), "width": width, "height": height,
                    "seconds": round(timer.seconds["predict"] + timer.seconds.get("refine", 0.0), 3),
-                   "gaussians": gaussians.count, **{k: metrics[k] for k in ("psnr", "ssim", "lpips")}}
+                   "gaussians": gaussians.count, "precision": precision.name,
+                   **{k: metrics[k] for k in ("psnr", "ssim", "lpips")}}
             writer.writerow(row)
             f.flush()
             done[name] = row
-    summary = _summary(list(done.values()), args)
+    summary = _summary(list(done.values()), args, precision.name)
     (args.out / "summary.md").write_text(summary)
     print(summary)
     for failure in failures:
@@ -119,10 +131,14 @@ def _read_rows(path: Path) -> dict[str, dict]:
     if not path.is_file():
         return {}
     with path.open(newline="") as f:
-        return {row["scene"]: row for row in csv.DictReader(f)}
+        reader = csv.DictReader(f)
+        if reader.fieldnames is not None and reader.fieldnames != COLUMNS:
+            raise ValueError(f"{path} has the columns {reader.fieldnames}, not {COLUMNS}: it was written by another "
+                             "version of evaluate.py; choose another --out")
+        return {row["scene"]: row for row in reader}
 
 
-def _summary(rows: list[dict], args) -> str:
+def _summary(rows: list[dict], args, precision: str) -> str:
     def mean(key):
         values = [float(r[key]) for r in rows if r.get(key) not in (None, "", "None")]
         return sum(values) / len(values) if values else float("nan")
@@ -132,6 +148,7 @@ def _summary(rows: list[dict], args) -> str:
         "| views | method | time | scenes | PSNR / SSIM / LPIPS |\n|---|---|---|---|---|\n"
         f"| {args.num_views} | {method} | {mean('seconds'):.2f} s | {len(rows)} | "
         f"{mean('psnr'):.2f} / {mean('ssim'):.3f} / {mean('lpips'):.3f} |\n"
+        f"\nNetwork in {precision}, rendering in fp32.\n"
     )
 
 

@@ -20,6 +20,7 @@ from data.scene import Scene
 from model.cameras import Cameras
 from model.gaussians import Gaussians
 from model.ply import save_ply
+from model.precision import Precision, resolve_precision
 from train.render_targets import render_targets
 
 from .camera_path import smooth_path
@@ -45,6 +46,7 @@ class Options:
     video_frames: int = 120
     lpips: bool = True
     backend: str = "auto"  # renderer backend
+    precision: str = "auto"  # the network's: auto | fp32 | bf16 (model/precision.py)
 
 
 @dataclass
@@ -53,6 +55,7 @@ class Result:
     num_inputs: int
     num_targets: int
     size: tuple[int, int]  # (height, width) the network saw
+    precision: str  # the network's, as resolved for the device: "fp32" or "bf16"
     predicted: int
     kept: int
     seconds: dict[str, float]
@@ -68,12 +71,12 @@ def render_views(gaussians: Gaussians, cameras: Cameras, backend: str, what: str
     return torch.stack(images)
 
 
-def predict(loaded: LoadedModel, sample: Sample, options: Options, device: torch.device,
-            timer: StageTimer) -> tuple[Gaussians, int]:
+def predict(loaded: LoadedModel, sample: Sample, options: Options, device: torch.device, timer: StageTimer,
+            precision: Precision) -> tuple[Gaussians, int]:
     """One forward pass on the sample's inputs, then pruning: (kept Gaussians [N], predicted count)."""
     images = sample.input_images.to(device)[None]  # [1, V, H, W, 3]
     cameras = sample.input_cameras.to(device).reshape(1, sample.input_images.shape[0])
-    with timer.stage("predict"), torch.inference_mode():
+    with timer.stage("predict"), torch.inference_mode(), precision.autocast():
         predicted = loaded.model(images, cameras).gaussians.scene(0)
     with timer.stage("prune"):
         return predicted.prune(options.min_opacity, options.keep_ratio), predicted.count
@@ -81,6 +84,7 @@ def predict(loaded: LoadedModel, sample: Sample, options: Options, device: torch
 
 def reconstruct(scene: Scene, loaded: LoadedModel, options: Options, out_dir: Path, device: torch.device) -> Result:
     timer = StageTimer(device)
+    precision = resolve_precision(options.precision, device)
     resolution = options.resolution or checkpoint_resolution(loaded)
     with timer.stage("load views"):
         inputs, targets = choose_views(scene, options.num_views, options.holdout)
@@ -88,8 +92,9 @@ def reconstruct(scene: Scene, loaded: LoadedModel, options: Options, out_dir: Pa
     height, width = sample.input_images.shape[1:3]
     log.info("%d input views, %d held-out views at %dx%d", len(inputs), len(targets), width, height)
 
-    gaussians, predicted = predict(loaded, sample, options, device, timer)
-    result = Result(out_dir, len(inputs), len(targets), (height, width), predicted, gaussians.count, timer.seconds)
+    gaussians, predicted = predict(loaded, sample, options, device, timer, precision)
+    result = Result(out_dir, len(inputs), len(targets), (height, width), precision.name, predicted, gaussians.count,
+                    timer.seconds)
 
     renders = out_dir / "renders"
     if targets:
@@ -132,8 +137,9 @@ def reconstruct(scene: Scene, loaded: LoadedModel, options: Options, out_dir: Pa
         save_ply(world, out_dir / "gaussians.ply")
         write_json(_cameras_json(scene, sample), out_dir / "cameras.json")
         metrics = {"scene": scene.scene_id, "num_inputs": len(inputs), "num_targets": len(targets),
-                   "width": width, "height": height, "gaussians_predicted": result.predicted,
-                   "gaussians_kept": result.kept, "seconds": dict(timer.seconds), "mean": result.metrics}
+                   "width": width, "height": height, "precision": precision.name,
+                   "gaussians_predicted": result.predicted, "gaussians_kept": result.kept,
+                   "seconds": dict(timer.seconds), "mean": result.metrics}
         if targets:
             metrics["per_view"] = [{"frame": scene.names[f], **{k: v[i] for k, v in per_view.items()}}
                                    for i, f in enumerate(targets)]
