@@ -99,7 +99,7 @@ def paths(model: LongLRM, device: torch.device, precision: Precision) -> list[tu
         layer = blocks[0].mamba
         scan = layer.mamba_scans[0]
         blocker = "requested" if config.mamba_backend == "torch" else mamba2.conv_kernel_blocker(
-            mamba2.causal_conv1d_fn is not None, device.type, capability, scan.conv1d.kernel_size[0])
+            mamba2.causal_conv1d_fn is not None, device.type, capability, scan.conv1d.kernel_size[0], dtype)
         kernel = "causal-conv1d CUDA kernel"
         if blocker is None:
             copied = mamba2.kernel_layout_blocker(_conv_input(layer, dtype).transpose(1, 2))

@@ -45,16 +45,18 @@ def causal_conv1d_ref(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
 
 
 # What causal-conv1d's CUDA kernel accepts, from its sources (causal-conv1d 1.6.2): csrc/causal_conv1d.cpp
-# checks "width between 2 and 4"; setup.py compiles sm_75 to sm_120 code and no PTX, so nothing older than
-# Turing runs it; csrc/causal_conv1d.h declares its strides and offsets uint32_t.
+# checks "width between 2 and 4" and float32/float16/bfloat16 inputs; setup.py compiles sm_75 to sm_120
+# code and no PTX, so nothing older than Turing runs it; csrc/causal_conv1d.h declares its strides and
+# offsets uint32_t.
 CONV_KERNEL_WIDTHS = (2, 3, 4)
+CONV_KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 CONV_KERNEL_MIN_CAPABILITY = (7, 5)
 _KERNEL_INDEX_LIMIT = 2**32
 
 
-def conv_kernel_blocker(available: bool, device_type: str, capability: tuple[int, int] | None,
-                        width: int) -> str | None:
-    """Why causal-conv1d's kernel cannot run a conv of `width` taps on this device; None if it can.
+def conv_kernel_blocker(available: bool, device_type: str, capability: tuple[int, int] | None, width: int,
+                        dtype: torch.dtype) -> str | None:
+    """Why causal-conv1d's kernel cannot run a conv of `width` taps on `dtype` inputs here; None if it can.
 
     A plain function of the facts it needs, so the rule is checked on machines without a GPU. The
     input's size and layout are checked per call (`causal_conv1d`, `kernel_layout_blocker`).
@@ -68,6 +70,8 @@ def conv_kernel_blocker(available: bool, device_type: str, capability: tuple[int
                 f"{CONV_KERNEL_MIN_CAPABILITY[0]}.{CONV_KERNEL_MIN_CAPABILITY[1]} and newer")
     if width not in CONV_KERNEL_WIDTHS:
         return f"d_conv {width}: the kernel takes 2 to 4 taps"
+    if dtype not in CONV_KERNEL_DTYPES:
+        return f"{str(dtype).removeprefix('torch.')} inputs: the kernel takes float32, float16 or bfloat16"
     return None
 
 
@@ -119,7 +123,7 @@ def causal_conv1d(x: Tensor, weight: Tensor, bias: Tensor | None, backend: str =
     backend: "auto", "kernel" (an error if the kernel cannot run) or "torch".
     """
     blocker = "requested" if backend == "torch" else conv_kernel_blocker(
-        causal_conv1d_fn is not None, x.device.type, cuda_capability(x.device), weight.shape[-1])
+        causal_conv1d_fn is not None, x.device.type, cuda_capability(x.device), weight.shape[-1], x.dtype)
     if blocker is None and x.numel() >= _KERNEL_INDEX_LIMIT:
         blocker = f"{x.numel()} elements, past the kernel's 32-bit offsets"
     if blocker is None:

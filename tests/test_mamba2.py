@@ -208,19 +208,21 @@ def test_kernel_layout_rules_on_hand_made_layouts():
     assert copied is not None and handed.stride(2) == 1 and kernel_would_accept(handed)
 
 
-@pytest.mark.parametrize("available, device, capability, width, fragment", [
-    (True, "cuda", (8, 0), 4, None),
-    (True, "cuda", (7, 5), 2, None),
-    (True, "cuda", (9, 0), 3, None),
-    (True, "cuda", (7, 0), 4, "compute capability 7.0"),
-    (True, "cuda", (6, 1), 4, "compute capability 6.1"),
-    (True, "cuda", (8, 6), 5, "d_conv 5"),
-    (False, "cuda", (8, 0), 4, "causal_conv1d does not import"),
-    (True, "cpu", None, 4, "running on cpu"),
-    (False, "cpu", None, 4, "running on cpu"),
+@pytest.mark.parametrize("available, device, capability, width, dtype, fragment", [
+    (True, "cuda", (8, 0), 4, torch.bfloat16, None),
+    (True, "cuda", (7, 5), 2, torch.float32, None),
+    (True, "cuda", (9, 0), 3, torch.float16, None),
+    (True, "cuda", (7, 0), 4, torch.float32, "compute capability 7.0"),
+    (True, "cuda", (6, 1), 4, torch.float32, "compute capability 6.1"),
+    (True, "cuda", (8, 6), 5, torch.float32, "d_conv 5"),
+    (True, "cuda", (8, 6), 4, torch.float64, "float64 inputs"),
+    (False, "cuda", (8, 0), 4, torch.float32, "causal_conv1d does not import"),
+    (True, "cpu", None, 4, torch.float32, "running on cpu"),
+    (False, "cpu", None, 4, torch.float32, "running on cpu"),
 ])
-def test_conv_kernel_rule(available, device, capability, width, fragment):
-    blocker = mamba2.conv_kernel_blocker(available, device, capability, width)
+def test_conv_kernel_rule(available, device, capability, width, dtype, fragment):
+    """causal-conv1d's own conditions (csrc/causal_conv1d.cpp, setup.py): sm75+, 2-4 taps, fp32/fp16/bf16."""
+    blocker = mamba2.conv_kernel_blocker(available, device, capability, width, dtype)
     assert blocker is None if fragment is None else fragment in blocker
 
 
@@ -231,7 +233,7 @@ def test_conv_falls_back_with_the_reason_logged(caplog, monkeypatch):
         causal_conv1d(x, weight, bias)
         causal_conv1d(x, weight, bias)
     messages = [r.getMessage() for r in caplog.records if r.name == "model.mamba2"]
-    reason = mamba2.conv_kernel_blocker(mamba2.causal_conv1d_fn is not None, "cpu", None, 4)
+    reason = mamba2.conv_kernel_blocker(mamba2.causal_conv1d_fn is not None, "cpu", None, 4, x.dtype)
     assert messages == [f"causal conv1d: PyTorch shifted multiply-adds ({reason})"]
 
 

@@ -93,11 +93,11 @@ def test_infer_records_the_precision(scene_dir, checkpoint, tmp_path, capsys):
     for requested in ("auto", "fp32", "bf16"):
         out = tmp_path / requested
         code = infer.main(["--views", str(scene_dir), "--checkpoint", str(checkpoint), "--num-views", "4",
-                           "--resolution", "64x32", "--eval", "--no-lpips", "--precision", requested, "--out", str(out)])
+                           "--resolution", "64x32", "--eval", "--no-lpips", "--precision", requested,
+                           "--out", str(out)])
         assert code == 0, capsys.readouterr().err
         metrics[requested] = json.loads((out / "metrics.json").read_text())
-    # auto is fp32 on a CPU
-    assert [metrics[r]["precision"] for r in ("auto", "fp32", "bf16")] == ["fp32", "fp32", "bf16"]
+    assert [metrics[r]["precision"] for r in ("auto", "fp32", "bf16")] == ["fp32", "fp32", "bf16"]  # auto: fp32 on CPU
     assert metrics["auto"]["mean"] == metrics["fp32"]["mean"]
     assert abs(metrics["bf16"]["mean"]["psnr"] - metrics["fp32"]["mean"]["psnr"]) < 0.5
     assert "network in bf16" in capsys.readouterr().out
