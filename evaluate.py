@@ -22,7 +22,7 @@ from pathlib import Path
 from infer import _device, add_preprocessing_options, check_preprocessing_options, preprocessing_options
 
 COLUMNS = ["scene", "inputs", "targets", "width", "height", "psnr", "ssim", "lpips", "seconds", "gaussians",
-           "input_frames"]
+           "input_frames", "precision"]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -35,6 +35,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--refine-steps", type=int, default=0)
     p.add_argument("--out", type=Path, required=True, help="where per_scene.csv and summary.md go (resumed if present)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="the network's arithmetic: auto = bf16 autocast on GPUs with native bf16, fp32 elsewhere")
     p.add_argument("--no-lpips", action="store_true")
     return p.parse_args(argv)
 
@@ -62,6 +64,7 @@ def run(args) -> int:
                                        use_input_index)
     from inference.timer import StageTimer
     from model.cpu_allocator import keep_freed_memory
+    from model.precision import resolve_precision
 
     torch.set_flush_denormal(True)
     keep_freed_memory()
@@ -76,15 +79,21 @@ def run(args) -> int:
     index = read_input_index(args.input_index) if args.input_index else None
     device = _device(args.device)
     loaded = load_checkpoint(args.checkpoint, device)
-    options = Options(num_views=args.num_views, holdout=True, resolution=args.resolution, **preprocessing_options(args))
+    options = Options(num_views=args.num_views, holdout=True, resolution=args.resolution, precision=args.precision,
+                      **preprocessing_options(args))
     used = preprocessing(loaded, options)
+    precision = resolve_precision(options.precision, device)
     args.out.mkdir(parents=True, exist_ok=True)
     table = args.out / "per_scene.csv"
     done = _read_rows(table)
+    other = sorted({row["precision"] for row in done.values()} - {precision.name})
+    if other:
+        raise ValueError(f"{table} holds scenes evaluated with the network in {', '.join(other)}, this run would use "
+                         f"{precision.name}; pass --precision {other[0]} to resume it, or choose another --out")
     failures = []
     with table.open("a", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        if not done:
+        if f.tell() == 0:  # a new (or empty) table; a resumed one has its header
             writer.writeheader()
         for path in tqdm(scenes, desc="scenes", unit="scene"):
             name = str(path.relative_to(args.scenes))
@@ -100,7 +109,7 @@ def run(args) -> int:
                 continue
             inputs, targets = selection.inputs, selection.targets
             timer = StageTimer(device)
-            gaussians, _ = predict(loaded, sample, used, device, timer)
+            gaussians, _ = predict(loaded, sample, used, device, timer, precision)
             if args.refine_steps:
                 from refine import RefineConfig, refine
 
@@ -113,12 +122,13 @@ def run(args) -> int:
             height, width = sample.input_images.shape[1:3]
             row = {"scene": name, "inputs": len(inputs), "targets": len(targets), "width": width, "height": height,
                    "seconds": round(timer.seconds["predict"] + timer.seconds.get("refine", 0.0), 3),
-                   "gaussians": gaussians.count, "input_frames": selection.source,
+                   "gaussians": gaussians.count, "input_frames": selection.source, "precision": precision.name,
                    **{k: metrics[k] for k in ("psnr", "ssim", "lpips")}}
             writer.writerow(row)
             f.flush()
             done[name] = row
-    summary = _summary(list(done.values()), args) + "\npreprocessing: " + json.dumps(used.as_dict()) + "\n"
+    summary = (_summary(list(done.values()), args, precision.name) + "\npreprocessing: " + json.dumps(used.as_dict())
+               + "\n")
     (args.out / "summary.md").write_text(summary)
     print(summary)
     for failure in failures:
@@ -138,7 +148,7 @@ def _read_rows(path: Path) -> dict[str, dict]:
     return rows
 
 
-def _summary(rows: list[dict], args) -> str:
+def _summary(rows: list[dict], args, precision: str) -> str:
     def mean(key):
         values = [float(r[key]) for r in rows if r.get(key) not in (None, "", "None")]
         return sum(values) / len(values) if values else float("nan")
@@ -148,6 +158,7 @@ def _summary(rows: list[dict], args) -> str:
         "| views | method | time | scenes | PSNR / SSIM / LPIPS |\n|---|---|---|---|---|\n"
         f"| {args.num_views} | {method} | {mean('seconds'):.2f} s | {len(rows)} | "
         f"{mean('psnr'):.2f} / {mean('ssim'):.3f} / {mean('lpips'):.3f} |\n"
+        f"\nNetwork in {precision}, rendering in fp32.\n"
     )
 
 

@@ -2,6 +2,7 @@
 
     python infer.py                                  # the embedded demo: a procedural room, shipped model
     python infer.py --views SCENE_DIR --checkpoint CKPT --eval --video --out results/scene
+    python infer.py --check [--checkpoint CKPT] [--device cuda] [--precision bf16]   # what will run here
 
 SCENE_DIR may be a DL3DV / nerfstudio folder (transforms.json), the official Long-LRM processed
 format (opencv_cameras.json) or a COLMAP sparse model; or, without poses, a folder of photos or a
@@ -36,6 +37,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty --out (files there "
                    "with our output names are replaced; nothing else is touched)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="the network's arithmetic: auto = bf16 autocast on GPUs with native bf16 (compute "
+                   "capability 8.0+), fp32 elsewhere; rendering always runs in fp32")
+    p.add_argument("--check", action="store_true", help="print what will run here (torch, CUDA, GPU, optional "
+                   "CUDA packages, the implementation each operation of --checkpoint's network takes and why) and exit")
     p.add_argument("--video", action="store_true", help="render video.mp4 along a smooth path through the inputs")
     p.add_argument("--eval", action="store_true", help="hold out every 8th frame and report PSNR/SSIM/LPIPS on it")
     p.add_argument("--no-lpips", action="store_true", help="skip the LPIPS metric")
@@ -90,7 +96,8 @@ def preprocessing_options(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # --check prints every decision itself; the run's once-per-choice log lines would repeat them
+    logging.basicConfig(level=logging.WARNING if args.check else logging.INFO, format="%(message)s")
     try:
         return run(args)
     except (ValueError, FileNotFoundError, NotADirectoryError, FileExistsError, RuntimeError) as err:
@@ -108,6 +115,14 @@ def run(args: argparse.Namespace) -> int:
     from inference.reconstruct import Options, parse_resolution, reconstruct, use_input_index
     from model.cpu_allocator import keep_freed_memory
 
+    if args.check:
+        from inference.check import report
+        from model.precision import resolve_precision
+
+        device = _device(args.device)
+        loaded = load_checkpoint(args.checkpoint or DEMO_CHECKPOINT, "cpu")
+        print(report(loaded.model, device, resolve_precision(args.precision, device), str(loaded.path)))
+        return 0
     torch.set_flush_denormal(True)
     keep_freed_memory()
     demo = args.views is None
@@ -148,7 +163,8 @@ def run(args: argparse.Namespace) -> int:
         scene = _capture(args, out_dir, out_existed)
     options = Options(num_views=num_views, resolution=args.resolution, holdout=args.eval or demo,
                       **preprocessing_options(args), refine_steps=args.refine_steps,
-                      robust=args.robust, video=args.video, lpips=not args.no_lpips)
+                      robust=args.robust, video=args.video, lpips=not args.no_lpips,
+                      precision=args.precision)
     result = reconstruct(scene, loaded, options, out_dir, device)
     result.seconds = {**scene.extras.get("capture_seconds", {}), **result.seconds}
     _summary(result, time.perf_counter() - started)
@@ -217,7 +233,8 @@ def _slug(text: str) -> str:
 
 def _summary(result, total: float) -> None:
     h, w = result.size
-    print(f"\nviews: {result.num_inputs} inputs, {result.num_targets} held out, at {w}x{h}")
+    print(f"\nviews: {result.num_inputs} inputs, {result.num_targets} held out, at {w}x{h}; "
+          f"network in {result.precision}")
     print(f"Gaussians: {result.predicted:,} predicted, {result.kept:,} kept")
     print("seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in result.seconds.items()) + f" (total {total:.1f})")
     for label, metrics in (("held-out", result.metrics), ("after refinement", result.refined_metrics)):

@@ -1,14 +1,17 @@
 """Install the project: `pip install -e .` (CPU or CUDA), `pip install -e .[test]` for the test suite.
 
-torch is pinned exactly so that pip never swaps the installed build for another one (on CPU-only
-machines a looser range would pull the newest CUDA build and several GB of CUDA libraries).
+torch is a range, so pip keeps a supported torch that is already installed (a GPU user's CUDA build)
+instead of replacing it. 2.6 is the oldest torch for which every package of the [cuda] extra
+publishes prebuilt wheels. The upper bound stays below the newest releases: with no torch installed
+pip takes 2.13.0, the version the project is tested with, and a CPU build of it where one is offered
+(a local wheel or index), not a newer CUDA build with several GB of CUDA libraries.
 The CPU rasterizer in csrc/ is compiled just in time on first use (cached), so installing needs no
 compiler-enabled torch build environment and no build isolation tricks.
 """
 
 from setuptools import find_packages, setup
 
-TORCH = "torch==2.13.0"
+TORCH = "torch>=2.6,<2.14"
 
 setup(
     name="longlrm-splat",
@@ -51,9 +54,12 @@ setup(
     extras_require={
         # opencv-python-headless: the resize oracle (the official pipeline's cv2.resize), tests only
         "test": ["pytest", "scikit-image", "opencv-python-headless"],
-        # GPU kernels. They compile against the installed torch: install them after the project with
-        # `pip install --no-build-isolation -e .[cuda]` (see README for a known-good version set).
-        "cuda": ["gsplat>=1.5.3", "packaging", "mamba-ssm", "causal-conv1d", "flash-attn"],
+        # GPU kernels, for torch 2.6-2.8 with CUDA 12 (README, "GPU"). mamba-ssm, causal-conv1d and
+        # flash-attn ship no wheels on PyPI: their setup scripts fetch a prebuilt wheel matching the
+        # installed torch, hence `pip install --no-build-isolation -e .[cuda]` after torch and the project.
+        # gsplat compiles its CUDA code on first use (needs nvcc) and imports the undeclared `packaging`.
+        "cuda": ["mamba-ssm==2.3.1", "causal-conv1d==1.6.2.post1", "flash-attn==2.8.3",
+                 "gsplat==1.5.3", "packaging"],
         "wandb": ["wandb"],
     },
 )

@@ -25,6 +25,7 @@ from data.view_sampling import Selection, to_scene_order
 from model.cameras import Cameras
 from model.gaussians import Gaussians
 from model.ply import save_ply
+from model.precision import Precision, resolve_precision
 from train.render_targets import render_targets
 
 from .camera_path import smooth_path
@@ -56,6 +57,7 @@ class Options:
     video_frames: int = 120
     lpips: bool = True
     backend: str = "auto"  # renderer backend
+    precision: str = "auto"  # the network's: auto | fp32 | bf16 (model/precision.py)
 
 
 @dataclass
@@ -64,6 +66,7 @@ class Result:
     num_inputs: int
     num_targets: int
     size: tuple[int, int]  # (height, width) the network saw
+    precision: str  # the network's, as resolved for the device: "fp32" or "bf16"
     predicted: int
     kept: int
     seconds: dict[str, float]
@@ -131,11 +134,11 @@ def use_input_index(scene: Scene, index: dict[str, dict[str, list[int]]], where:
 
 
 def predict(loaded: LoadedModel, sample: Sample, preprocessing: Preprocessing, device: torch.device,
-            timer: StageTimer) -> tuple[Gaussians, int]:
+            timer: StageTimer, precision: Precision) -> tuple[Gaussians, int]:
     """One forward pass on the sample's inputs, then pruning: (kept Gaussians [N], predicted count)."""
     images = sample.input_images.to(device)[None]  # [1, V, H, W, 3]
     cameras = sample.input_cameras.to(device).reshape(1, sample.input_images.shape[0])
-    with timer.stage("predict"), torch.inference_mode():
+    with timer.stage("predict"), torch.inference_mode(), precision.autocast():
         predicted = loaded.model(images, cameras).gaussians.scene(0)
     p = preprocessing
     with timer.stage("prune"):
@@ -145,14 +148,16 @@ def predict(loaded: LoadedModel, sample: Sample, preprocessing: Preprocessing, d
 def reconstruct(scene: Scene, loaded: LoadedModel, options: Options, out_dir: Path, device: torch.device) -> Result:
     timer = StageTimer(device)
     used = preprocessing(loaded, options)
+    precision = resolve_precision(options.precision, device)
     with timer.stage("load views"):
         selection, sample = scene_sample(scene, loaded, options)
     inputs, targets = selection.inputs, selection.targets
     height, width = sample.input_images.shape[1:3]
     log.info("%d input views, %d held-out views at %dx%d", len(inputs), len(targets), width, height)
 
-    gaussians, predicted = predict(loaded, sample, used, device, timer)
-    result = Result(out_dir, len(inputs), len(targets), (height, width), predicted, gaussians.count, timer.seconds)
+    gaussians, predicted = predict(loaded, sample, used, device, timer, precision)
+    result = Result(out_dir, len(inputs), len(targets), (height, width), precision.name, predicted, gaussians.count,
+                    timer.seconds)
 
     renders = out_dir / "renders"
     if targets:
@@ -199,6 +204,7 @@ def reconstruct(scene: Scene, loaded: LoadedModel, options: Options, out_dir: Pa
             save_png(image, out_dir / "inputs" / f"{Path(scene.names[int(f)]).stem}.png")
         metrics = {"scene": scene.scene_id, "num_inputs": len(inputs), "num_targets": len(targets),
                    "width": width, "height": height, "input_frames": selection.source,
+                   "precision": precision.name,
                    "preprocessing": used.as_dict(), "gaussians_predicted": result.predicted,
                    "gaussians_kept": result.kept, "seconds": dict(timer.seconds), "mean": result.metrics}
         if targets:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 
+import torch
+
 _reported: set[tuple[str, str]] = set()
 
 
@@ -17,3 +19,14 @@ def log_choice(logger_name: str, message: str) -> None:
     if key not in _reported:
         _reported.add(key)
         logging.getLogger(logger_name).info(message)
+
+
+def cuda_capability(device: torch.device) -> tuple[int, int] | None:
+    """(major, minor) compute capability of a CUDA device, None for any other device.
+
+    Kernel eligibility rules take the capability as an argument so they can be checked on machines
+    without a GPU; this is where the real one comes from.
+    """
+    if device.type != "cuda":
+        return None
+    return torch.cuda.get_device_capability(device)
