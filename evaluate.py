@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from infer import _device, add_preprocessing_options, check_preprocessing_options, preprocessing_options
+from infer import _device, add_preprocessing_options, check_options, preprocessing_options
 
 COLUMNS = ["scene", "inputs", "targets", "width", "height", "psnr", "ssim", "lpips", "seconds", "gaussians",
            "input_frames"]
@@ -70,7 +70,7 @@ def run(args) -> int:
     scenes = find_scenes(args.scenes)
     if not scenes:
         raise FileNotFoundError(f"no scenes (transforms.json, opencv_cameras.json or COLMAP models) under {args.scenes}")
-    check_preprocessing_options(args)
+    check_options(args)
     if args.resolution:
         parse_resolution(args.resolution)  # a bad value fails before any work
     index = read_input_index(args.input_index) if args.input_index else None
