@@ -71,7 +71,8 @@ def run(args) -> int:
     from inference.checkpoint import load_checkpoint
     from inference.evaluation import image_metrics, mean_metrics
     from inference.outputs import discard, output_folder, write_text
-    from inference.reconstruct import Options, predict, preprocessing, render_views, scene_sample, use_input_index
+    from inference.reconstruct import (Options, check_sample_memory, predict, preprocessing, render_views, scene_sample,
+                                       use_input_index)
     from inference.timer import StageTimer
     from model.cpu_allocator import keep_freed_memory
 
@@ -110,6 +111,7 @@ def run(args) -> int:
                 scene = open_scene(path)
                 if index is not None:
                     use_input_index(scene, index, args.input_index)
+                check_sample_memory(scene, loaded, options, device)
                 selection, sample = scene_sample(scene, loaded, options)
             except SceneError as err:
                 failures.append(f"{name}: {err}")

@@ -107,16 +107,20 @@ def preprocessing(loaded: LoadedModel, options: Options) -> Preprocessing:
 
 def scene_sample(scene: Scene, loaded: LoadedModel, options: Options) -> tuple[Selection, Sample]:
     """What the network is fed for `scene`: the views infer.py and evaluate.py choose, made as the
-    checkpoint was trained (data/pipeline.py `capture_sample`), once the memory they need is known
-    to be there (inference/memory.py)."""
+    checkpoint was trained (data/pipeline.py `capture_sample`)."""
     config, size = _sample_config(scene, loaded, options)
     if size is not None and aspect_change(size, scene.height, scene.width) > ASPECT_TOLERANCE:
         log.warning("--resolution %s stretches the %dx%d frames to another aspect", options.resolution,
                     scene.width, scene.height)
-    device = next(loaded.model.parameters()).device
-    check_memory(loaded.model.config, sample_plan(scene, loaded, options), available_bytes(device),
-                 math.lcm(RESOLUTION_MULTIPLE, loaded.model.config.output_patch_size))
     return capture_sample(scene, config, options.holdout, size)
+
+
+def check_sample_memory(scene: Scene, loaded: LoadedModel, options: Options, device: torch.device) -> None:
+    """Refuse, before a frame is decoded, a reconstruction of `scene` that the memory available on
+    `device` cannot hold, naming one that fits (inference/memory.py)."""
+    config = loaded.model.config
+    check_memory(config, sample_plan(scene, loaded, options), available_bytes(device),
+                 math.lcm(RESOLUTION_MULTIPLE, config.output_patch_size))
 
 
 def sample_plan(scene: Scene, loaded: LoadedModel, options: Options) -> Plan:
@@ -179,6 +183,7 @@ def predict(loaded: LoadedModel, sample: Sample, preprocessing: Preprocessing, d
 def reconstruct(scene: Scene, loaded: LoadedModel, options: Options, out_dir: Path, device: torch.device) -> Result:
     timer = StageTimer(device)
     used = preprocessing(loaded, options)
+    check_sample_memory(scene, loaded, options, device)
     with timer.stage("load views"):
         selection, sample = scene_sample(scene, loaded, options)
     inputs, targets = selection.inputs, selection.targets

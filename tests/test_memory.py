@@ -56,7 +56,7 @@ def test_estimate_covers_the_measured_peak_of_a_reconstruction(tmp_path):
         pytest.skip("needs Linux /proc to measure a process's peak")
     from bench.bench_memory import write_scene
 
-    for case in ("tiny:16:256x128", "small:8:128x128"):
+    for case in ("tiny:16:256x128", "small:8:256x256"):
         scene = write_scene(case, tmp_path / case.replace(":", "-"))
         out = subprocess.run([sys.executable, "-m", "bench.bench_memory", "--worker", case, str(scene), "--no-lpips"],
                              cwd=ROOT, capture_output=True, text=True, timeout=600)
