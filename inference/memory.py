@@ -132,9 +132,8 @@ def phase_values(config: ModelConfig, plan: Plan) -> dict[str, int]:
             20 * renders,  # SSIM's five filtered moments of every target at once
             LPIPS_VALUES * min(plan.targets, LPIPS_CHUNK) * view if plan.lpips else 0),
         "video": rendering + 3 * plan.video_frames * view if plan.video_frames else 0,
-        "save": kept * (channels + max(
-            6 * sh + 24,  # the world-frame copy, its SH rotated in float64 (data/normalize.py)
-            2 * channels + sh + 8)),  # the world-frame copy, then the PLY's columns and records (model/ply.py)
+        # kept, their world-frame copy (data/normalize.py), the PLY's SH rest, columns and records (model/ply.py)
+        "save": kept * (3 * channels + sh + 14),
     }
     return {name: int(sample + values) for name, values in phases.items()}
 
