@@ -26,8 +26,10 @@ from model.config import ModelConfig
 from model.ssd import _SLAB_ELEMENTS
 
 FLOAT = 4  # bytes; the network, Gaussians and images are float32 on the CPU path
-# Resident memory over live tensor bytes in a phase: measured 1.15-1.54 on reconstructions of 0.4-1.5
-# GB of tensors (bench/bench_memory.py), more on smaller ones, where WORKSPACE covers the rest.
+# Resident memory over live tensor bytes in a phase: measured 1.3-1.8 on reconstructions of 0.26-0.9 GB
+# of tensors (bench/bench_memory.py; the peak there includes fixed costs such as LPIPS's weights, which
+# WORKSPACE covers); the 13.8 GB peak of the `paper` forward pass at 32 views of 960x544 (README,
+# bench/bench_model.py) is 1.65 times its count here, with the interpreter and the weights.
 ALLOCATOR_OVERHEAD = 1.75
 # Working buffers that do not grow with the image: the SSD scan's slabs (model/ssd.py bounds each
 # intermediate to a few million values), attention and renderer workspaces.
