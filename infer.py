@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 import time
 from pathlib import Path
@@ -76,13 +77,26 @@ def add_preprocessing_options(p: argparse.ArgumentParser) -> None:
                    "for the project's checkpoints, none for the official file)")
 
 
-def check_preprocessing_options(args: argparse.Namespace) -> None:
-    if args.keep_ratio is not None and not 0 < args.keep_ratio <= 1:
-        raise ValueError(f"--keep-ratio must be in (0, 1], got {args.keep_ratio}")
-    if args.random_ratio is not None and not 0 <= args.random_ratio <= 1:
-        raise ValueError(f"--random-ratio must be in [0, 1], got {args.random_ratio}")
-    if args.scene_scale is not None and not args.scene_scale > 0:
-        raise ValueError(f"--scene-scale must be positive, got {args.scene_scale}")
+def check_options(args: argparse.Namespace) -> None:
+    """Every option infer.py and evaluate.py share, checked before any work."""
+    from inference.reconstruct import parse_resolution
+
+    if args.num_views is not None and args.num_views < 2:
+        raise ValueError(f"--num-views must be at least 2, got {args.num_views}")
+    if args.refine_steps < 0:
+        raise ValueError(f"--refine-steps must be >= 0, got {args.refine_steps}")
+    if args.resolution:
+        parse_resolution(args.resolution)
+    ranges = {"--keep-ratio": (args.keep_ratio, "in (0, 1]", lambda v: 0 < v <= 1),
+              "--random-ratio": (args.random_ratio, "in [0, 1]", lambda v: 0 <= v <= 1),
+              "--min-opacity": (args.min_opacity, "in [0, 1) (an opacity of 1 or more would drop every Gaussian)",
+                                lambda v: 0 <= v < 1),
+              "--scene-scale": (args.scene_scale, "positive and finite", lambda v: 0 < v < math.inf)}
+    for option, (value, allowed, ok) in ranges.items():
+        if value is not None and not ok(value):  # NaN fails every comparison
+            raise ValueError(f"{option} must be {allowed}, got {value}")
+    if args.prune_seed is not None and not 0 <= args.prune_seed < 2**63:
+        raise ValueError(f"--prune-seed must be in [0, 2**63), got {args.prune_seed}")
     if args.input_index is not None and not args.input_index.is_file():
         raise FileNotFoundError(f"--input-index {args.input_index} does not exist; pass the authors' "
                                 "dl3dv_fold_8_kmeans_input_idx.json")
@@ -100,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if args.check else logging.INFO, format="%(message)s")
     try:
         return run(args)
-    except (ValueError, FileNotFoundError, NotADirectoryError, FileExistsError, RuntimeError) as err:
+    except (ValueError, OSError, RuntimeError) as err:  # OSError: unreadable inputs, unwritable outputs
         if args.debug:
             raise
         print(f"error: {err}", file=sys.stderr)
@@ -112,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
 
     from data.view_sampling import read_input_index
     from inference.checkpoint import DEMO_CHECKPOINT, load_checkpoint
-    from inference.reconstruct import Options, parse_resolution, reconstruct, use_input_index
+    from inference.outputs import staged_outputs
+    from inference.reconstruct import Options, reconstruct, use_input_index
     from model.cpu_allocator import keep_freed_memory
 
     if args.check:
@@ -126,13 +141,7 @@ def run(args: argparse.Namespace) -> int:
     torch.set_flush_denormal(True)
     keep_freed_memory()
     demo = args.views is None
-    if args.num_views is not None and args.num_views < 2:
-        raise ValueError(f"--num-views must be at least 2, got {args.num_views}")
-    check_preprocessing_options(args)
-    if args.refine_steps < 0:
-        raise ValueError(f"--refine-steps must be >= 0, got {args.refine_steps}")
-    if args.resolution:
-        parse_resolution(args.resolution)  # a bad value fails before any work
+    check_options(args)
     device = _device(args.device)
     if not demo and not args.views.exists():
         raise FileNotFoundError(f"--views {args.views} does not exist; pass a scene folder")
@@ -152,20 +161,19 @@ def run(args: argparse.Namespace) -> int:
         if scene is not None and args.input_index:
             use_input_index(scene, read_input_index(args.input_index), args.input_index)
     name = scene.scene_id if scene is not None else args.views.stem
-    out = args.out or Path("outputs") / f"{_slug(name)}-{time.strftime('%Y%m%d-%H%M%S')}"
-    out_existed = out.exists()
-    out_dir = _prepare_out(out, args.overwrite)
-    loaded = load_checkpoint(args.checkpoint or DEMO_CHECKPOINT, device)
-    print(f"checkpoint: {loaded.path} ({loaded.source}, {sum(p.numel() for p in loaded.model.parameters()) / 1e6:.2f}M "
-          f"parameters) on {device}")
-    num_views = args.num_views or loaded.num_views or 32
-    if scene is None:
-        scene = _capture(args, out_dir, out_existed)
-    options = Options(num_views=num_views, resolution=args.resolution, holdout=args.eval or demo,
-                      **preprocessing_options(args), refine_steps=args.refine_steps,
-                      robust=args.robust, video=args.video, lpips=not args.no_lpips,
-                      precision=args.precision)
-    result = reconstruct(scene, loaded, options, out_dir, device)
+    out_dir = args.out or Path("outputs") / f"{_slug(name)}-{time.strftime('%Y%m%d-%H%M%S')}"
+    with staged_outputs(out_dir, allow_existing=args.overwrite) as stage:  # checked before the expensive part
+        loaded = load_checkpoint(args.checkpoint or DEMO_CHECKPOINT, device)
+        print(f"checkpoint: {loaded.path} ({loaded.source}, {sum(p.numel() for p in loaded.model.parameters()) / 1e6:.2f}"
+              f"M parameters) on {device}")
+        num_views = args.num_views or loaded.num_views or 32
+        if scene is None:  # frames and poses go straight into out_dir: kept for reuse whatever follows
+            scene = _capture(args, out_dir)
+        options = Options(num_views=num_views, resolution=args.resolution, holdout=args.eval or demo,
+                          **preprocessing_options(args), refine_steps=args.refine_steps,
+                          robust=args.robust, video=args.video, lpips=not args.no_lpips, precision=args.precision)
+        result = reconstruct(scene, loaded, options, stage, device)
+    result.out_dir = out_dir
     result.seconds = {**scene.extras.get("capture_seconds", {}), **result.seconds}
     _summary(result, time.perf_counter() - started)
     if formats:
@@ -193,19 +201,14 @@ def _viewing_options(args: argparse.Namespace) -> tuple[list[str], tuple[str, in
     return formats, address
 
 
-def _capture(args: argparse.Namespace, out_dir: Path, out_existed: bool):
-    """Frames and COLMAP poses for photos or a video, into out_dir; a failure leaves no new folder behind."""
+def _capture(args: argparse.Namespace, out_dir: Path):
+    """Frames and COLMAP poses for photos or a video, into out_dir (all or nothing: data/capture)."""
     from data.capture import CaptureConfig
     from data.open_scene import open_scene
 
     settings = {"max_frames": args.max_frames, "frame_size": args.frame_size}
-    try:
-        config = CaptureConfig(**{k: v for k, v in settings.items() if v is not None})
-        return open_scene(args.views, capture_dir=out_dir, capture=config)
-    except BaseException:
-        if not out_existed and not any(out_dir.iterdir()):
-            out_dir.rmdir()
-        raise
+    config = CaptureConfig(**{k: v for k, v in settings.items() if v is not None})
+    return open_scene(args.views, capture_dir=out_dir, capture=config)
 
 
 def _device(name: str):
@@ -216,15 +219,6 @@ def _device(name: str):
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(name)
-
-
-def _prepare_out(out: Path, overwrite: bool) -> Path:
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"--out {out} is a file; choose a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"--out {out} exists and is not empty; choose another folder or pass --overwrite")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
 
 
 def _slug(text: str) -> str:

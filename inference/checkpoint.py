@@ -14,6 +14,7 @@ Command-line options override any field, and metrics.json echoes what was used.
 from __future__ import annotations
 
 import json
+import pickle
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
@@ -61,18 +62,56 @@ class LoadedModel:
 
 
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> LoadedModel:
-    """Load a checkpoint for inference; every failure is a ValueError/FileNotFoundError naming the fix."""
+    """Load a checkpoint for inference; every failure is a ValueError/FileNotFoundError naming the fix.
+
+    The file's content, not its name, says which kind it is (a renamed file loads all the same), and
+    weights that are not all finite are refused: they would only give NaN Gaussians and black renders.
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} does not exist; pass --checkpoint with a .safetensors file, "
                                 "a training run directory or the official Long-LRM .pt file")
-    if path.suffix in (".pt", ".pth", ".bin"):
+    kind = "run directory" if path.is_dir() else file_format(path)
+    if kind == "torch":
         try:
             official = load_official_checkpoint(path, device=device)
         except (ValueError, RuntimeError, OSError, EOFError) as err:
+            if isinstance(err.__cause__, pickle.UnpicklingError):
+                raise ValueError(f"checkpoint {path} holds Python objects besides tensors, and this command loads "
+                                 "weights only (it never runs code stored in a file); save the model's state dict "
+                                 "alone (torch.save(model.state_dict(), ...)) or convert it to .safetensors") from None
             raise ValueError(f"checkpoint {path} could not be loaded as an official Long-LRM checkpoint: {err}") from None
-        return official_model(official, path)
-    return _load_ours(path, device)
+        loaded = official_model(official, path)
+    elif kind is None:
+        raise ValueError(f"checkpoint {path} is not a readable safetensors file or PyTorch checkpoint (damaged, "
+                         "truncated or another kind of file); re-download or re-export it")
+    else:
+        loaded = _load_ours(path, device)
+    check_finite(loaded.model, loaded.path)
+    return loaded
+
+
+def file_format(path: Path) -> str | None:
+    """"safetensors", "torch" (a zip archive as torch.save writes, or its legacy pickle) or None, from the
+    first bytes of the file."""
+    with path.open("rb") as f:
+        head = f.read(9)
+    # safetensors: an 8-byte little-endian header length, then the JSON header itself
+    if len(head) == 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") <= path.stat().st_size - 8:
+        return "safetensors"
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")) or head[:1] == b"\x80":  # zip; pickle protocol 2+
+        return "torch"
+    return None
+
+
+def check_finite(model: torch.nn.Module, path: Path) -> None:
+    """Refuse weights holding NaN or infinity (a training run that diverged, a damaged file)."""
+    bad = [name for name, tensor in model.state_dict().items()
+           if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+    if bad:
+        raise ValueError(f"checkpoint {path} has NaN or infinite weights in {len(bad)} tensor(s) ({', '.join(bad[:3])}"
+                         f"{', ...' if len(bad) > 3 else ''}); it is damaged or from a training run that diverged: "
+                         "use an earlier checkpoint")
 
 
 def official_model(official: OfficialCheckpoint, path: Path) -> LoadedModel:

@@ -7,7 +7,8 @@ frame, and the Gaussians are mapped back to the scene's own world frame only for
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, replace
+import math
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
@@ -19,9 +20,9 @@ from data.config import DataConfig, ViewConfig
 from data.errors import SceneError
 from data.normalize import denormalize_gaussians
 from data.pipeline import capture_sample
-from data.resize import ASPECT_TOLERANCE, aspect_change
+from data.resize import ASPECT_TOLERANCE, aspect_change, inference_size
 from data.scene import Scene
-from data.view_sampling import Selection, to_scene_order
+from data.view_sampling import Selection, eval_targets, to_scene_order
 from model.cameras import Cameras
 from model.gaussians import Gaussians
 from model.ply import save_ply
@@ -31,12 +32,14 @@ from train.render_targets import render_targets
 from .camera_path import smooth_path
 from .checkpoint import LoadedModel, Preprocessing
 from .evaluation import image_metrics, mean_metrics
+from .memory import Plan, available_bytes, check_memory
 from .outputs import save_png, write_json, write_video
 from .timer import StageTimer
 
 log = logging.getLogger("inference")
 
 HOLDOUT_EVERY = 8  # the DL3DV-140 protocol's held-out fold
+RESOLUTION_MULTIPLE = 16  # --resolution sides: the paper network's patch (8) times its token merge (2)
 
 
 @dataclass
@@ -92,9 +95,9 @@ def parse_resolution(text: str) -> int | tuple[int, int]:
             width = height = int(text)
     except ValueError:
         raise ValueError(f"--resolution {text!r} must be a short side like 544 or a size like 960x544") from None
-    if width <= 0 or height <= 0 or width % 16 or height % 16:
-        raise ValueError(f"--resolution {text} must use positive multiples of 16 (the network's patch size "
-                         "times its token merge), e.g. 960x544 or 544")
+    if width <= 0 or height <= 0 or width % RESOLUTION_MULTIPLE or height % RESOLUTION_MULTIPLE:
+        raise ValueError(f"--resolution {text} must use positive multiples of {RESOLUTION_MULTIPLE} (the network's "
+                         "patch size times its token merge), e.g. 960x544 or 544")
     return (height, width) if "x" in text.lower() else height
 
 
@@ -108,20 +111,45 @@ def preprocessing(loaded: LoadedModel, options: Options) -> Preprocessing:
 def scene_sample(scene: Scene, loaded: LoadedModel, options: Options) -> tuple[Selection, Sample]:
     """What the network is fed for `scene`: the views infer.py and evaluate.py choose, made as the
     checkpoint was trained (data/pipeline.py `capture_sample`)."""
+    config, size = _sample_config(scene, loaded, options)
+    if size is not None and aspect_change(size, scene.height, scene.width) > ASPECT_TOLERANCE:
+        log.warning("--resolution %s stretches the %dx%d frames to another aspect", options.resolution,
+                    scene.width, scene.height)
+    return capture_sample(scene, config, options.holdout, size)
+
+
+def check_sample_memory(scene: Scene, loaded: LoadedModel, options: Options, device: torch.device) -> None:
+    """Refuse, before a frame is decoded, a reconstruction of `scene` that the memory available on
+    `device` cannot hold, naming one that fits (inference/memory.py)."""
+    config = loaded.model.config
+    check_memory(config, sample_plan(scene, loaded, options), available_bytes(device),
+                 math.lcm(RESOLUTION_MULTIPLE, config.output_patch_size))
+
+
+def sample_plan(scene: Scene, loaded: LoadedModel, options: Options) -> Plan:
+    """The views and size `scene_sample` will make, known before a frame is decoded; the input count
+    is an upper bound (a scene's stored list may hold fewer)."""
+    config, size = _sample_config(scene, loaded, options)
+    height, width = size or inference_size(scene.height, scene.width, config.resolution)[0]
+    targets = len(eval_targets(len(scene), HOLDOUT_EVERY if options.holdout else None))
+    return Plan(min(options.num_views, len(scene) - targets), targets, height, width, scene.height, scene.width,
+                scene.distortion is not None, preprocessing(loaded, options).keep_ratio or 1.0, options.lpips,
+                options.video_frames if options.video else 0)
+
+
+def _sample_config(scene: Scene, loaded: LoadedModel, options: Options) -> tuple[DataConfig, tuple[int, int] | None]:
+    """The sample recipe for `scene` and the (H, W) --resolution asks for (None: the recipe's size)."""
     p = preprocessing(loaded, options)
     resolution, size = replace(loaded.resolution, resample=p.resample), None
     if options.resolution:
         parsed = parse_resolution(options.resolution)
         if isinstance(parsed, tuple):
             size = parsed
-            if aspect_change(size, scene.height, scene.width) > ASPECT_TOLERANCE:
-                log.warning("--resolution %s stretches the %dx%d frames to another aspect", options.resolution,
-                            scene.width, scene.height)
         else:
             resolution = replace(resolution, mode="full", size=parsed)
     config = DataConfig(views=ViewConfig(num_inputs=options.num_views, num_targets=0, eval_every=HOLDOUT_EVERY),
                         resolution=resolution, scene_scale=p.scene_scale)
-    return capture_sample(scene, config, options.holdout, size)
+    return config, size
 
 
 def use_input_index(scene: Scene, index: dict[str, dict[str, list[int]]], where: Path | str) -> None:
@@ -140,15 +168,26 @@ def predict(loaded: LoadedModel, sample: Sample, preprocessing: Preprocessing, d
     cameras = sample.input_cameras.to(device).reshape(1, sample.input_images.shape[0])
     with timer.stage("predict"), torch.inference_mode(), precision.autocast():
         predicted = loaded.model(images, cameras).gaussians.scene(0)
+    # A sum is finite exactly when every value is (no overflow at these magnitudes), and needs no mask.
+    broken = [f.name for f in fields(predicted) if not math.isfinite(float(getattr(predicted, f.name).sum()))]
+    if broken:
+        raise RuntimeError(f"the network predicted NaN or infinite Gaussian {', '.join(broken)} for "
+                           f"{sample.scene_id}; its weights or the scene's cameras are broken")
     p = preprocessing
     with timer.stage("prune"):
-        return predicted.prune(p.min_opacity, p.keep_ratio, p.random_ratio, p.prune_seed), predicted.count
+        kept = predicted.prune(p.min_opacity, p.keep_ratio, p.random_ratio, p.prune_seed)
+    if not kept.count:
+        raise ValueError(f"pruning kept none of the {predicted.count} Gaussians: the most opaque has opacity "
+                         f"{float(predicted.opacities.max()):.3g}, at or below --min-opacity {p.min_opacity}; "
+                         "lower it")
+    return kept, predicted.count
 
 
 def reconstruct(scene: Scene, loaded: LoadedModel, options: Options, out_dir: Path, device: torch.device) -> Result:
     timer = StageTimer(device)
     used = preprocessing(loaded, options)
     precision = resolve_precision(options.precision, device)
+    check_sample_memory(scene, loaded, options, device)
     with timer.stage("load views"):
         selection, sample = scene_sample(scene, loaded, options)
     inputs, targets = selection.inputs, selection.targets

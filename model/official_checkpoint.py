@@ -114,6 +114,9 @@ def read_checkpoint(path: str | Path, allow_pickle: bool = False) -> dict:
         raise FileNotFoundError(f"checkpoint {path} does not exist")
 
     def load(weights_only: bool):
+        if path.suffix == ".safetensors":  # torch.load would read the name, not the content: give it the file
+            with path.open("rb") as f:
+                return torch.load(f, map_location="cpu", weights_only=weights_only)
         try:
             return torch.load(path, map_location="cpu", weights_only=weights_only, mmap=True)
         except RuntimeError as err:  # legacy (non-zip) files cannot be memory-mapped

@@ -5,6 +5,7 @@ official intrinsics arithmetic and pose normalisation restated in numpy, scikit-
 numpy's argmin for the input choice, and the frames a camera file lists at given positions.
 """
 
+import csv
 import json
 import logging
 import random
@@ -179,8 +180,8 @@ def test_authors_input_index_counts_frames_in_file_order(shuffled_dl3dv, tmp_pat
     args = ["--scenes", shuffled_dl3dv, "--checkpoint", ckpt, "--num-views", 4, "--resolution", "64x32", "--no-lpips"]
     assert evaluate.main([str(a) for a in args + ["--input-index", index, "--out", tmp_path / "table"]]) == 0
     err = capsys.readouterr().err
-    rows = (tmp_path / "table" / "per_scene.csv").read_text().splitlines()
-    assert len(rows) == 2 and rows[1].startswith("hash3,4,3,") and ",stored," in rows[1]
+    rows = list(csv.DictReader((tmp_path / "table" / "per_scene.csv").open()))
+    assert [(r["scene"], r["inputs"], r["targets"], r["input_frames"]) for r in rows] == [("hash3", "4", "3", "stored")]
     assert '"keep_ratio": null' in (tmp_path / "table" / "summary.md").read_text()  # the record used, echoed
     assert "hash4" in err and "not in the input index" in err
     assert evaluate.main([str(a) for a in args + ["--input-index", tmp_path / "nope.json", "--out", tmp_path / "x"]]) == 2
