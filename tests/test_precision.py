@@ -115,11 +115,11 @@ def test_evaluate_records_the_precision_and_refuses_to_mix(scene_dir, checkpoint
     assert evaluate.main(args + ["--precision", "bf16"]) == 0
     rows = list(csv.DictReader((tmp_path / "res" / "per_scene.csv").open()))
     assert [r["precision"] for r in rows] == ["bf16"]
-    assert "Network in bf16, rendering in fp32." in (tmp_path / "res" / "summary.md").read_text()
+    assert "Network in bf16, rendering in fp32;" in (tmp_path / "res" / "summary.md").read_text()
     capsys.readouterr()
     # resuming at another precision would average two kinds of numbers into one summary
     assert evaluate.main(args + ["--precision", "fp32"]) == 2
-    assert "evaluated with the network in bf16" in capsys.readouterr().err
+    assert "precision bf16 there, fp32 now" in capsys.readouterr().err
     assert evaluate.main(args + ["--precision", "bf16"]) == 0
     # a table written before the precision column existed is not appended to
     old = tmp_path / "old"
