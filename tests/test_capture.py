@@ -14,17 +14,18 @@ import pytest
 from PIL import Image
 
 import infer
-from data.capture import CaptureConfig
+from data.capture import CaptureConfig, capture_scene
 from data.capture.frames import extract_frames
 from data.capture.photos import Photos
 from data.capture.selection import pick_frames, sharpness
+from data.capture.sfm import plausible_camera
 from data.capture.video import Video
 from data.colmap import read_colmap
 from data.errors import SceneError
 from bench.bench_sfm import pose_errors, umeyama
 from data.procedural import ProceduralConfig, generate_scene, write_dl3dv_scene
 
-pytest.importorskip("pycolmap")
+pycolmap = pytest.importorskip("pycolmap")
 
 MAX_ROTATION_DEG = 0.5
 MAX_CENTRE_ERROR = 0.01  # of the extent of the true camera centres
@@ -101,6 +102,9 @@ def test_photos_to_reconstruction(room, tmp_path, capsys):
     assert (out / "sparse" / "0" / "cameras.bin").is_file() and (out / "capture.log").stat().st_size > 0
     report = json.loads((out / "capture.json").read_text())
     assert report["kind"] == "photos" and len(report["frames"]) == 48
+    model = pycolmap.Reconstruction(str(out / "sparse" / "0"))
+    assert report["points"] == model.num_points3D() > 0 and report["implausible_models"] == []
+    assert math.isclose(report["reprojection_error"], model.compute_mean_reprojection_error())
     seconds = next(line for line in cap.out.splitlines() if line.startswith("seconds:"))  # the summary's
     assert all(f" {step} " in seconds for step in ("frames", "features", "matching", "mapping", "predict")), seconds
     scene = check_against_truth(room, out, tmp_path, capsys, lambda name: int(name[4:-4]) - 1)
@@ -138,6 +142,49 @@ def test_video_to_reconstruction(room, tmp_path, capsys):
     assert [f["from"] for f in report["frames"]] == [f"frame {i}" for i in range(48)]
     scene = check_against_truth(room, out, tmp_path, capsys, lambda name: int(name[6:-4]) - 1)
     assert len(set(scene.intrinsics[:, 0].tolist())) == 1  # one shared camera
+
+
+def model_contents(folder) -> tuple[dict, list, np.ndarray]:
+    """Poses by frame name, camera parameters and sorted 3D points of a COLMAP model folder."""
+    model = pycolmap.Reconstruction(str(folder))
+    poses = {model.images[i].name: model.images[i].cam_from_world().matrix() for i in model.reg_image_ids()}
+    cameras = [list(c.params) for c in model.cameras.values()]
+    return poses, cameras, np.array(sorted(tuple(p.xyz) for p in model.points3D.values()))
+
+
+@pytest.mark.slow
+def test_same_photos_give_the_same_poses(tmp_path):
+    """Two captures of the same photos, extracting and matching on one thread and on two: the same models,
+    bit for bit (feature extraction numbers frames in the order its threads finish them, and the mapper's
+    choices follow those numbers and its own thread count)."""
+    room = generate_scene(ProceduralConfig(num_frames=16, width=256, height=144, seed=1, path="walk"))
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, image in enumerate(pixels(room.images)):
+        Image.fromarray(image).save(photos / f"{i:02d}.png")
+    runs = []
+    for threads in (1, 2):
+        capture = capture_scene(photos, tmp_path / f"threads{threads}", CaptureConfig(num_threads=threads))
+        models = sorted((tmp_path / f"threads{threads}" / "sparse").iterdir())
+        runs.append((capture.poses.models, [model_contents(m) for m in models]))
+    (sizes, first), (sizes_again, second) = runs
+    assert sizes == sizes_again and sizes[0] >= 14
+    for (poses, cameras, points), (poses_again, cameras_again, points_again) in zip(first, second):
+        assert poses.keys() == poses_again.keys()
+        assert all(np.array_equal(poses[name], poses_again[name]) for name in poses)
+        assert cameras == cameras_again and np.array_equal(points, points_again)
+
+
+def test_implausible_cameras_are_recognised():
+    """COLMAP's bounds: focal length within 0.1-10 times the larger image side, distortion within +-1."""
+    def model(focal: float, k: float):
+        rec = pycolmap.Reconstruction()
+        rec.add_camera(pycolmap.Camera(model="SIMPLE_RADIAL", width=256, height=144, params=[focal, 128, 72, k]))
+        return rec
+
+    assert plausible_camera(model(185.0, -0.05)) and plausible_camera(model(2000.0, 0.9))
+    assert not plausible_camera(model(185.0, 1.02)) and not plausible_camera(model(185.0, -1.5))
+    assert not plausible_camera(model(20.0, 0.0)) and not plausible_camera(model(3000.0, 0.0))
 
 
 def test_sharpest_frame_of_each_stretch_is_kept(tmp_path):
@@ -187,8 +234,6 @@ def test_exif_orientation_is_applied(tmp_path):
 
 
 def test_multi_model_colmap_folder_reads_the_largest(tmp_path, room, capsys, caplog):
-    import pycolmap
-
     from model.rotations import matrix_to_quat
 
     (tmp_path / "images").mkdir()

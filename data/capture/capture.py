@@ -116,6 +116,8 @@ def _check_registered(capture: Capture, source: Path, config: CaptureConfig) -> 
     models = capture.poses.models
     found = (f"the largest of {len(models)} models registers {registered} of {n} frames" if models else
              f"none of the {n} frames could be registered")
+    if capture.poses.implausible:
+        found += f" ({len(capture.poses.implausible)} more with an implausible camera left out)"
     raise SceneError(f"camera poses failed for {source}: {found}, at least {needed} are needed. The frames must "
                      "overlap: move the camera slower, keep most of the scene in view from frame to frame, give "
                      "more frames (--max-frames), avoid blur, reflections and plain walls, light the scene evenly")
@@ -125,8 +127,12 @@ def _say_poses(capture: Capture) -> None:
     poses, n = capture.poses, len(capture.frames.names)
     loops = f", {poses.loop_pairs} found by retrieval" if poses.loop_pairs else ""
     others = f"; other models: {', '.join(map(str, poses.models[1:]))} frames" if len(poses.models) > 1 else ""
-    log.info("poses: %d of %d frames registered in sparse/0 (%d pairs matched%s)%s", len(poses.registered), n,
-             poses.num_pairs, loops, others)
+    log.info("poses: %d of %d frames registered in sparse/0 (%d pairs matched%s), %d points, mean reprojection "
+             "error %.2f px%s", len(poses.registered), n, poses.num_pairs, loops, poses.points,
+             poses.reprojection_error, others)
+    if poses.implausible:
+        log.warning("left out: %s with an implausible camera (focal length or distortion out of COLMAP's bounds)",
+                    ", ".join(f"a model of {k} frames" for k in poses.implausible))
     missing = sorted(set(capture.frames.names) - set(poses.registered))
     if missing:
         shown = ", ".join(missing[:_SHOWN]) + (f" and {len(missing) - _SHOWN} more" if len(missing) > _SHOWN else "")
@@ -141,6 +147,8 @@ def _report(capture: Capture, source: Path, config: CaptureConfig) -> dict:
         "width": frames.width, "height": frames.height, "source_frames": frames.total,
         "frames": [{"name": name, "from": origin, "sharpness": score, "registered": name in registered}
                    for name, origin, score in zip(frames.names, frames.origins, frames.sharpness)],
-        "models": capture.poses.models, "pairs": capture.poses.num_pairs, "loop_pairs": capture.poses.loop_pairs,
+        "models": capture.poses.models, "implausible_models": capture.poses.implausible,
+        "points": capture.poses.points, "reprojection_error": capture.poses.reprojection_error,
+        "pairs": capture.poses.num_pairs, "loop_pairs": capture.poses.loop_pairs,
         "seconds": capture.seconds,
     }

@@ -4,6 +4,7 @@ COLMAP logs through glog to the process's stderr, which pycolmap does not let Py
 while a call runs, file descriptors 1 and 2 point at the log file, and progress bars write to a
 duplicate of the real stderr. The call runs in a worker thread (pycolmap releases the GIL) while
 this thread follows the log for COLMAP's own "[i/N]" progress lines, which only move the bar.
+COLMAP's random generator is per thread, so the worker seeds its own before the call.
 """
 
 from __future__ import annotations
@@ -44,9 +45,10 @@ def native_output_to(log_path: Path) -> Iterator[TextIO]:
         terminal.close()
 
 
-def run_colmap(call: Callable[[tqdm], object], log_path: Path, desc: str, total: int, unit: str,
+def run_colmap(call: Callable[[tqdm], object], log_path: Path, desc: str, total: int, unit: str, seed: int,
                progress: str | None = None):
-    """Run `call(bar)` with its output in `log_path` and a progress bar of `total` steps; returns its result.
+    """Run `call(bar)` with its output in `log_path`, a progress bar of `total` steps and COLMAP's random
+    generator seeded with `seed`; returns its result.
 
     progress: a regex whose first group counts finished steps in COLMAP's log lines (the last match
     wins); calls that report progress through callbacks update the bar they are given instead.
@@ -55,7 +57,10 @@ def run_colmap(call: Callable[[tqdm], object], log_path: Path, desc: str, total:
     outcome: dict = {}
 
     def target() -> None:
+        import pycolmap
+
         try:
+            pycolmap.set_random_seed(seed)
             outcome["value"] = call(bar)
         except BaseException as e:  # re-raised in the calling thread
             outcome["error"] = e

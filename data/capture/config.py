@@ -19,8 +19,9 @@ class CaptureConfig:
     max_features: int = 8192  # SIFT features per frame
     min_registered: int = 2  # refuse when the largest model registers fewer frames than this
     min_registered_share: float = 0.5  # ... or fewer than this share of the frames
-    num_threads: int = -1  # COLMAP threads; -1: all cores
-    seed: int = 0  # COLMAP's random seed (RANSAC, mapping), for repeatable poses
+    num_threads: int = -1  # threads of feature extraction, retrieval and matching (-1: all cores); the
+    # results do not depend on it, and mapping always runs on one thread (see sfm.py)
+    seed: int = 0  # COLMAP's random seed (RANSAC, retrieval, mapping)
 
     def __post_init__(self) -> None:
         for name in ("max_frames", "frame_size", "exhaustive_max", "overlap", "loop_every", "retrieve",
