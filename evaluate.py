@@ -70,7 +70,7 @@ def run(args) -> int:
     from data.errors import SceneError
     from data.open_scene import find_scenes, open_scene
     from data.view_sampling import read_input_index
-    from inference.checkpoint import load_checkpoint
+    from model.pretrained import load_model
     from inference.evaluation import image_metrics, mean_metrics
     from inference.outputs import discard, output_folder, write_text
     from inference.reconstruct import (Options, check_sample_memory, predict, preprocessing, render_views, scene_sample,
@@ -94,7 +94,7 @@ def run(args) -> int:
                                     f"{args.scenes}")
         index = read_input_index(args.input_index) if args.input_index else None
         device = _device(args.device)
-        loaded = load_checkpoint(args.checkpoint, device)
+        loaded = load_model(args.checkpoint, device)
         options = Options(num_views=args.num_views, holdout=True, resolution=args.resolution,
                           **preprocessing_options(args), lpips=not args.no_lpips, precision=args.precision)
         used = preprocessing(loaded, options)

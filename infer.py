@@ -125,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from data.view_sampling import read_input_index
-    from inference.checkpoint import DEMO_CHECKPOINT, load_checkpoint
+    from model.pretrained import DEMO_CHECKPOINT, load_model
     from inference.outputs import staged_outputs
     from inference.reconstruct import Options, reconstruct, use_input_index
     from model.cpu_allocator import keep_freed_memory
@@ -135,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
         from model.precision import resolve_precision
 
         device = _device(args.device)
-        loaded = load_checkpoint(args.checkpoint or DEMO_CHECKPOINT, "cpu")
+        loaded = load_model(args.checkpoint or DEMO_CHECKPOINT, "cpu")
         print(report(loaded.model, device, resolve_precision(args.precision, device), str(loaded.path)))
         return 0
     torch.set_flush_denormal(True)
@@ -163,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
     name = scene.scene_id if scene is not None else args.views.stem
     out_dir = args.out or Path("outputs") / f"{_slug(name)}-{time.strftime('%Y%m%d-%H%M%S')}"
     with staged_outputs(out_dir, allow_existing=args.overwrite) as stage:  # checked before the expensive part
-        loaded = load_checkpoint(args.checkpoint or DEMO_CHECKPOINT, device)
+        loaded = load_model(args.checkpoint or DEMO_CHECKPOINT, device)
         print(f"checkpoint: {loaded.path} ({loaded.source}, {sum(p.numel() for p in loaded.model.parameters()) / 1e6:.2f}"
               f"M parameters) on {device}")
         num_views = args.num_views or loaded.num_views or 32

@@ -32,7 +32,7 @@ import torch
 from bench.bench_refine import surface_points
 from data.procedural import generate_scene
 from data.scene import Scene
-from inference.checkpoint import DEMO_CHECKPOINT, load_checkpoint
+from model.pretrained import DEMO_CHECKPOINT, load_model
 from inference.demo import DEMO_CONFIG
 from inference.reconstruct import Options, scene_sample
 from model.cameras import Cameras
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
     shown = shown.relative_to(ROOT) if shown.is_relative_to(ROOT) else shown
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, checkpoint {shown}")
     torch.set_flush_denormal(True)
-    loaded = load_checkpoint(args.checkpoint)
+    loaded = load_model(args.checkpoint)
     results = []
     for i in range(args.scenes):
         tic = time.time()

@@ -53,7 +53,7 @@ def measure(case: str, scene_dir: Path, lpips: bool) -> dict:
 
     from data.config import ResolutionConfig
     from data.open_scene import open_scene
-    from inference.checkpoint import DEMO_CHECKPOINT, LoadedModel, load_checkpoint, official_recipe
+    from model.pretrained import DEMO_CHECKPOINT, LoadedModel, load_model, official_recipe
     from inference.memory import FLOAT, phase_values, reconstruction_bytes
     from inference.reconstruct import Options, reconstruct, sample_plan
     from model.build import build_model
@@ -65,7 +65,7 @@ def measure(case: str, scene_dir: Path, lpips: bool) -> dict:
     width, height = (int(v) for v in size.split("x"))
     with tempfile.TemporaryDirectory() as tmp:
         if network == "demo":
-            loaded = load_checkpoint(DEMO_CHECKPOINT)
+            loaded = load_model(DEMO_CHECKPOINT)
         elif network == "official":  # the released network's size and preprocessing (keeps 40%)
             loaded = LoadedModel(build_model("paper").eval(), "official", Path(network), *official_recipe())
         else:

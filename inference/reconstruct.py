@@ -30,7 +30,7 @@ from model.precision import Precision, resolve_precision
 from train.render_targets import render_targets
 
 from .camera_path import smooth_path
-from .checkpoint import LoadedModel, Preprocessing
+from model.pretrained import LoadedModel, Preprocessing
 from .evaluation import image_metrics, mean_metrics
 from .memory import Plan, available_bytes, check_memory
 from .outputs import save_png, write_json, write_video

@@ -25,7 +25,7 @@ from data.pipeline import capture_sample
 from data.procedural import ProceduralConfig, generate_scene, write_dl3dv_scene
 from data.resize import inference_size
 from data.view_sampling import kmeans_inputs, read_input_index
-from inference.checkpoint import LoadedModel, training_recipe, official_recipe
+from model.pretrained import LoadedModel, training_recipe, official_recipe
 from inference.reconstruct import Options, scene_sample
 from tests.test_infer import write_checkpoint
 

@@ -12,7 +12,7 @@ import torch
 
 import infer
 from inference.check import PACKAGES, paths
-from inference.checkpoint import DEMO_CHECKPOINT, load_checkpoint
+from model.pretrained import DEMO_CHECKPOINT, load_model
 from model import fast_path
 from model.build import build_model
 from model.config import preset
@@ -79,7 +79,7 @@ def logged_choices(model, images, cameras, caplog, monkeypatch, precision) -> di
 
 @pytest.mark.parametrize("precision_name", ["fp32", "bf16"])
 def test_reported_paths_are_the_ones_a_run_takes(precision_name, caplog, monkeypatch):
-    loaded = load_checkpoint(DEMO_CHECKPOINT)
+    loaded = load_model(DEMO_CHECKPOINT)
     device = torch.device("cpu")
     precision = resolve_precision(precision_name, device)
     reported = dict(paths(loaded.model, device, precision))

@@ -1,6 +1,6 @@
 import torch
 
-from inference.checkpoint import load_checkpoint
+from model.pretrained import load_model
 from train.export import export
 from tests.test_infer import write_checkpoint
 
@@ -8,8 +8,8 @@ from tests.test_infer import write_checkpoint
 def test_fp16_export_loads_back_with_its_config(tmp_path):
     source = write_checkpoint(tmp_path / "full.safetensors")
     out = export(source, tmp_path / "shipped" / "model.safetensors", fp16=True)
-    original = load_checkpoint(source)
-    shipped = load_checkpoint(out)
+    original = load_model(source)
+    shipped = load_model(out)
     assert shipped.model.config == original.model.config
     assert (shipped.resolution.mode, shipped.resolution.size, shipped.num_views) == ("full", 32, 4)
     assert shipped.preprocessing == original.preprocessing  # recorded explicitly, read back the same
@@ -39,4 +39,4 @@ def test_export_records_the_training_preprocessing(tmp_path):
         recorded = json.loads(f.metadata()["preprocessing"])
     assert recorded == {"resample": "bilinear", "scene_scale": 1.1, "keep_ratio": 0.4, "random_ratio": 0.1,
                         "prune_seed": 0, "min_opacity": 0.001}
-    assert load_checkpoint(out).preprocessing.as_dict() == recorded
+    assert load_model(out).preprocessing.as_dict() == recorded

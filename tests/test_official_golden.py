@@ -17,7 +17,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from data.batch import Sample
-from inference.checkpoint import official_model
+from model.pretrained import official_model
 from inference.reconstruct import predict
 from inference.timer import StageTimer
 from model.cameras import Cameras

@@ -9,18 +9,8 @@ import pytest
 import torch
 
 import train.checkpoint as ckpt
-from train.checkpoint import (
-    CheckpointData,
-    CheckpointError,
-    latest_checkpoint,
-    list_checkpoints,
-    load_latest,
-    load_state,
-    load_weights,
-    resolve_checkpoint,
-    save_checkpoint,
-    set_rng_state,
-)
+from model.pretrained import CheckpointError, latest_checkpoint, list_checkpoints, resolve_checkpoint
+from train.checkpoint import CheckpointData, load_latest, load_state, load_weights, save_checkpoint, set_rng_state
 from train.optim import build_scheduler
 
 

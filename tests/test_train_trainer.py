@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from data.procedural import ProceduralConfig, generate_scene, write_dl3dv_scene
+from model.pretrained import latest_checkpoint, list_checkpoints
 from model.typed_config import load_config
 from train import checkpoint as ckpt
 from train.config import TrainConfig
@@ -89,7 +90,7 @@ def test_resume_continues_exactly(scenes, tmp_path, monkeypatch):
     interrupted = record_steps(monkeypatch, crash_after=2)
     with pytest.raises(Crash):
         Trainer(tiny_config(tmp_path / "split", scenes, *overrides)).fit()
-    assert ckpt.latest_checkpoint(tmp_path / "split").name == "step_00000002"
+    assert latest_checkpoint(tmp_path / "split").name == "step_00000002"
     resumed = record_steps(monkeypatch)
     Trainer(tiny_config(tmp_path / "split", scenes, *overrides), resume="latest").fit()
 
@@ -127,7 +128,7 @@ def test_nan_batch_is_skipped_and_counted(scenes, tmp_path, monkeypatch, capsys)
     for state in trainer.optimizer.state_dict()["state"].values():
         assert all(torch.isfinite(t).all() for t in state.values() if torch.is_tensor(t))
     assert "step 1: skipped (gradient norm nan); 1 skipped so far" in capsys.readouterr().out
-    assert ckpt.load_state(ckpt.latest_checkpoint(tmp_path))[0]["skipped"] == 1
+    assert ckpt.load_state(latest_checkpoint(tmp_path))[0]["skipped"] == 1
 
 
 def test_gradient_norm_above_threshold_is_skipped(scenes, tmp_path):
@@ -177,7 +178,7 @@ def test_two_processes_end_with_identical_weights(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     digests = [(run_dir / f"weights_rank{r}.sha256").read_text() for r in (0, 1)]
     assert digests[0] == digests[1]
-    final = ckpt.latest_checkpoint(run_dir)
+    final = latest_checkpoint(run_dir)
     assert final.name == "step_00000003" and (final / "rng_rank1.pt").is_file()
     saved, model_config = ckpt.load_weights(final)
     assert hashlib.sha256(b"".join(saved[k].numpy().tobytes() for k in sorted(saved))).hexdigest() == digests[0]
@@ -244,7 +245,7 @@ def test_zero_intervals_save_and_log_only_at_the_end(scenes, tmp_path):
     trainer._log = lambda sums, steps, *rest: logged.append((trainer.step, steps))
     trainer.fit()
     assert logged == [(3, 3)]  # one log line, over all three steps
-    assert [p.name for p in ckpt.list_checkpoints(tmp_path / "checkpoints")] == ["step_00000003"]
+    assert [p.name for p in list_checkpoints(tmp_path / "checkpoints")] == ["step_00000003"]
 
 
 def test_resume_with_another_network_is_refused(scenes, tmp_path, capsys):
@@ -256,7 +257,7 @@ def test_resume_with_another_network_is_refused(scenes, tmp_path, capsys):
 
 def test_unreadable_latest_checkpoint_falls_back_to_the_previous(scenes, tmp_path, capsys):
     Trainer(tiny_config(tmp_path, scenes, "optim.steps=4", "checkpoint.save_every=2", "eval.num_scenes=0")).fit()
-    latest = ckpt.latest_checkpoint(tmp_path)
+    latest = latest_checkpoint(tmp_path)
     assert latest.name == "step_00000004"
     (latest / "state.pt").write_bytes((latest / "state.pt").read_bytes()[:1000])  # truncated by a disk fault
     capsys.readouterr()

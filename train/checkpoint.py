@@ -32,18 +32,13 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor
 
-CHECKPOINTS = "checkpoints"
-_NAME = re.compile(r"^step_(\d{8,})$")
+from model.pretrained import WEIGHTS, CheckpointError, checkpoint_name, list_checkpoints, read_weights
+
 _TMP_PREFIX = ".tmp_"
 _RNG = re.compile(r"^rng_rank(\d+)\.pt$")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file that cannot be read: missing, truncated, corrupt, or holding more than data."""
 
 
 @dataclass
@@ -55,35 +50,6 @@ class CheckpointData:
     state: dict[str, Any] = field(default_factory=dict)  # optimizer, scheduler, data position, ...
     model_config: dict[str, Any] = field(default_factory=dict)
     train_config: dict[str, Any] = field(default_factory=dict)
-
-
-def checkpoint_name(step: int) -> str:
-    return f"step_{step:08d}"
-
-
-def list_checkpoints(root: str | os.PathLike) -> list[Path]:
-    """Complete checkpoints under `root` (a checkpoints folder), oldest first."""
-    root = Path(root)
-    if not root.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := _NAME.match(p.name))]
-    return [p for _, p in sorted(found)]
-
-
-def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
-    found = list_checkpoints(Path(run_dir) / CHECKPOINTS)
-    return found[-1] if found else None
-
-
-def resolve_checkpoint(path: str | os.PathLike) -> Path:
-    """A checkpoint directory from itself, its run directory (-> latest) or its checkpoints folder."""
-    path = Path(path)
-    if (path / "model.safetensors").is_file():
-        return path
-    for candidate in (latest_checkpoint(path), (list_checkpoints(path) or [None])[-1]):
-        if candidate is not None:
-            return candidate
-    raise FileNotFoundError(f"no checkpoint found at {path} (expected a step_* directory or a run directory)")
 
 
 def rng_state() -> dict[str, Any]:
@@ -133,7 +99,7 @@ def save_checkpoint(root: str | os.PathLike, data: CheckpointData, keep_last: in
                 "step": str(data.step)}
         # Fresh contiguous copies: safetensors refuses views and tensors sharing storage.
         weights = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in data.model_state.items()}
-        save_file(weights, str(tmp / "model.safetensors"), metadata=meta)
+        save_file(weights, str(tmp / WEIGHTS), metadata=meta)
         state = dict(data.state, step=data.step, model_config=data.model_config, train_config=data.train_config)
         torch.save(state, tmp / "state.pt")
     barrier()
@@ -165,14 +131,8 @@ def _remove_stale(root: Path) -> None:
 
 def load_weights(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """Weights and model config from a checkpoint directory, run directory or `.safetensors` file."""
-    path = Path(path)
-    file = path if path.suffix == ".safetensors" else resolve_checkpoint(path) / "model.safetensors"
-    try:
-        with safe_open(str(file), framework="pt") as f:
-            meta = f.metadata() or {}
-        return load_file(str(file)), json.loads(meta.get("model_config", "{}"))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"weights file {file} cannot be read ({_reason(e)})") from None
+    weights, meta = read_weights(path)
+    return weights, json.loads(meta.get("model_config", "{}"))
 
 
 def load_state(checkpoint: str | os.PathLike, rank: int = 0) -> tuple[dict[str, Any], dict[str, Any] | None]:
@@ -201,7 +161,7 @@ class Resumed:
 def load_resume(checkpoint: str | os.PathLike, rank: int = 0) -> Resumed:
     """Read a whole checkpoint; a CheckpointError if any part of it cannot be read."""
     checkpoint = Path(checkpoint)
-    weights, model_config = load_weights(checkpoint / "model.safetensors")
+    weights, model_config = load_weights(checkpoint / WEIGHTS)
     state, rng = load_state(checkpoint, rank)
     return Resumed(checkpoint, weights, model_config, state, rng)
 

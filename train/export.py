@@ -4,7 +4,7 @@
 
 The file keeps the model and training configs in its metadata (infer.py rebuilds the network and
 takes its default resolution and view count from them) and, as its own entry, the preprocessing
-inference must apply (resize filter, scene_scale, keep rule; see inference/checkpoint.py), derived
+inference must apply (resize filter, scene_scale, keep rule; see model/pretrained.py), derived
 from the training config once here. --fp16 halves the size; weights are cast back to float32 when loaded.
 """
 
@@ -19,12 +19,11 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from inference.checkpoint import training_recipe
-from train.checkpoint import resolve_checkpoint
+from model.pretrained import WEIGHTS, resolve_checkpoint, training_recipe
 
 
 def export(checkpoint: Path, out: Path, fp16: bool = False) -> Path:
-    source = checkpoint if checkpoint.suffix == ".safetensors" else resolve_checkpoint(checkpoint) / "model.safetensors"
+    source = checkpoint if checkpoint.suffix == ".safetensors" else resolve_checkpoint(checkpoint) / WEIGHTS
     with safe_open(str(source), framework="pt") as f:
         meta = dict(f.metadata() or {})
         weights = {k: f.get_tensor(k) for k in f.keys()}

@@ -34,6 +34,7 @@ from model.cpu_allocator import keep_freed_memory
 from model.losses import Losses
 from model.lpips import load_lpips
 from model.official_checkpoint import check_state_dict
+from model.pretrained import CHECKPOINTS, checkpoint_name, latest_checkpoint, resolve_checkpoint
 from model.typed_config import flatten, to_dict
 from train import checkpoint as ckpt
 from train.cli import LATEST, fail, parse
@@ -66,7 +67,7 @@ def accumulation_steps(config: TrainConfig, num_processes: int) -> int:
 def check_run_dir(config: TrainConfig, resume: str | None) -> None:
     """A fresh run must not share a directory with another run's checkpoints: keep-last-k would
     delete by step number, and `--resume` would later pick up the wrong run."""
-    found = ckpt.latest_checkpoint(config.run_dir)
+    found = latest_checkpoint(config.run_dir)
     if resume is None and found is not None:
         raise FileExistsError(f"{config.run_dir} already holds checkpoints ({found.name}); pass --resume to "
                               "continue that run, or choose another --run-dir")
@@ -117,7 +118,7 @@ def preflight(config: TrainConfig, resume: str | None) -> None:
     prepare_run_dir(config.run_dir)
     for path in (resume if resume not in (None, LATEST) else None, config.checkpoint.init_from):
         if path is not None and not str(path).endswith(".safetensors"):
-            ckpt.resolve_checkpoint(path)
+            resolve_checkpoint(path)
         elif path is not None and not Path(path).is_file():
             raise FileNotFoundError(f"weights file {path} does not exist")
 
@@ -181,16 +182,16 @@ class Trainer:
             return None
         rank, warn = self.accelerator.process_index, lambda message: self.accelerator.print(f"warning: {message}")
         if resume == LATEST:
-            resumed = ckpt.load_latest(self.run_dir / ckpt.CHECKPOINTS, rank, warn)
+            resumed = ckpt.load_latest(self.run_dir / CHECKPOINTS, rank, warn)
             if resumed is None:
                 self.accelerator.print(f"no checkpoint in {self.run_dir} yet: starting from scratch")
             return resumed
         path = Path(resume)
         if (path / "model.safetensors").is_file():
             return ckpt.load_resume(path, rank)
-        resumed = ckpt.load_latest(path / ckpt.CHECKPOINTS if (path / ckpt.CHECKPOINTS).is_dir() else path, rank, warn)
+        resumed = ckpt.load_latest(path / CHECKPOINTS if (path / CHECKPOINTS).is_dir() else path, rank, warn)
         if resumed is None:
-            ckpt.resolve_checkpoint(path)  # raises the error naming what --resume expects
+            resolve_checkpoint(path)  # raises the error naming what --resume expects
         return resumed
 
     def _load_weights(self, model: torch.nn.Module, weights: dict, saved_config: dict, source: str) -> None:
@@ -323,7 +324,7 @@ class Trainer:
         if self.eval_data is None or not len(self.eval_data):
             return None
         save = self.is_main and self.config.eval.save_images
-        out_dir = self.run_dir / "eval" / ckpt.checkpoint_name(self.step) if save else None
+        out_dir = self.run_dir / "eval" / checkpoint_name(self.step) if save else None
         results, grids = evaluate(self.model, self.eval_data, self.config, self.accelerator.device, out_dir,
                                   self.eval_lpips, self.accelerator.autocast)
         if self.is_main:
@@ -342,7 +343,7 @@ class Trainer:
             model_config=to_dict(self.model_config),
             train_config=to_dict(self.config),
         )
-        return ckpt.save_checkpoint(self.run_dir / ckpt.CHECKPOINTS, data, self.config.checkpoint.keep_last,
+        return ckpt.save_checkpoint(self.run_dir / CHECKPOINTS, data, self.config.checkpoint.keep_last,
                                     rank=acc.process_index, barrier=acc.wait_for_everyone)
 
 

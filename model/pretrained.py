@@ -1,9 +1,12 @@
-"""Loading a reconstruction checkpoint for inference: the project's own or the official Long-LRM file.
+"""`load_model(path)`: the one loader of trained networks, the project's own or the official Long-LRM file.
 
 The project's checkpoints are `model.safetensors` files (alone, or inside a training checkpoint or
 run directory) whose metadata carries the model config, so the file rebuilds its own network, and
 the training config, whose data settings give inference its default resolution and view count.
 The official release is a torch `.pt` file; it needs the `paper` network.
+
+A run directory holds `checkpoints/step_<00000000>/` folders (train/checkpoint.py writes them); the
+layout is defined here, where every reader of it looks.
 
 Each loaded checkpoint carries the `Preprocessing` it was trained with, so a forward pass feeds it
 what it was trained on and prunes its output the same way: the project's files record theirs in
@@ -14,21 +17,77 @@ Command-line options override any field, and metrics.json echoes what was used.
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
+from torch import Tensor
 
 from data.config import ResolutionConfig
 from model.build import build_model
 from model.config import ModelConfig
 from model.longlrm import LongLRM
-from model.official_checkpoint import OFFICIAL_RECIPE, OfficialCheckpoint, OfficialRecipe, load_official_checkpoint
+from model.official_checkpoint import (OFFICIAL_RECIPE, OfficialCheckpoint, OfficialRecipe, check_state_dict,
+                                       load_official_checkpoint)
 from model.typed_config import from_dict
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 DEMO_CHECKPOINT = PACKAGE_ROOT / "checkpoints" / "demo" / "model.safetensors"
+CHECKPOINTS = "checkpoints"  # a run directory's folder of checkpoints
+WEIGHTS = "model.safetensors"  # a checkpoint's weights file
+_STEP = re.compile(r"^step_(\d{8,})$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read: missing, truncated, corrupt, or holding more than data."""
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step_{step:08d}"
+
+
+def list_checkpoints(root: str | os.PathLike) -> list[Path]:
+    """Complete checkpoints under `root` (a checkpoints folder), oldest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := _STEP.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
+    found = list_checkpoints(Path(run_dir) / CHECKPOINTS)
+    return found[-1] if found else None
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A checkpoint directory from itself, its run directory (-> latest) or its checkpoints folder."""
+    path = Path(path)
+    if (path / WEIGHTS).is_file():
+        return path
+    for candidate in (latest_checkpoint(path), (list_checkpoints(path) or [None])[-1]):
+        if candidate is not None:
+            return candidate
+    raise FileNotFoundError(f"no checkpoint found at {path} (expected a step_* directory or a run directory)")
+
+
+def read_weights(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """(state dict, metadata) of a `.safetensors` file, a checkpoint directory or a run directory (its latest)."""
+    path = Path(path)
+    file = path if path.is_file() else resolve_checkpoint(path) / WEIGHTS
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            meta = f.metadata() or {}
+        return load_file(str(file)), {"file": file, **meta}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"checkpoint {file} is not a readable safetensors file ({err}); re-download or "
+                              "re-export it") from None
 
 
 @dataclass
@@ -61,8 +120,8 @@ class LoadedModel:
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
 
 
-def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> LoadedModel:
-    """Load a checkpoint for inference; every failure is a ValueError/FileNotFoundError naming the fix.
+def load_model(path: str | Path, device: torch.device | str = "cpu") -> LoadedModel:
+    """Load a trained network with what it was trained on; every failure is a ValueError/FileNotFoundError naming the fix.
 
     The file's content, not its name, says which kind it is (a renamed file loads all the same), and
     weights that are not all finite are refused: they would only give NaN Gaussians and black renders.
@@ -130,18 +189,8 @@ def official_recipe(recipe: OfficialRecipe = OFFICIAL_RECIPE) -> tuple[Resolutio
 
 
 def _load_ours(path: Path, device) -> LoadedModel:
-    from safetensors import SafetensorError, safe_open
-    from safetensors.torch import load_file
-
-    from train.checkpoint import resolve_checkpoint
-
-    file = path if path.is_file() else resolve_checkpoint(path) / "model.safetensors"
-    try:
-        with safe_open(str(file), framework="pt") as f:
-            meta = f.metadata() or {}
-        state = load_file(str(file))
-    except (SafetensorError, OSError, ValueError) as err:
-        raise ValueError(f"checkpoint {file} is not a readable safetensors file ({err}); re-download or re-export it") from None
+    state, meta = read_weights(path)
+    file = meta["file"]
     if "model_config" not in meta:
         raise ValueError(f"checkpoint {file} carries no model config in its metadata, so its architecture is unknown; "
                          "use a checkpoint written by this project's trainer")
@@ -150,14 +199,11 @@ def _load_ours(path: Path, device) -> LoadedModel:
     except (ValueError, TypeError) as err:
         raise ValueError(f"checkpoint {file} has a model config this version cannot build: {err}") from None
     model = build_model(config, device="meta")
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
-    if missing or unexpected or wrong:
-        raise ValueError(f"checkpoint {file} does not match the architecture its config describes "
-                         f"(missing {missing[:3]}, unexpected {unexpected[:3]}, mis-shaped {wrong[:3]}); it is corrupt "
-                         "or from another version")
+    try:
+        check_state_dict(model.state_dict(), state)
+    except ValueError as err:
+        raise ValueError(f"{file}: {err}; it does not match the architecture its config describes (corrupt, or "
+                         "from another version)") from None
     model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True, assign=True)
     train_config = json.loads(meta.get("train_config", "{}") or "{}")
     resolution, num_views, preprocessing = training_recipe(train_config, file)
