@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Union
+from typing import NamedTuple, Union
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
@@ -39,12 +39,21 @@ def _open(source: Path | bytes, name: str) -> Image.Image:
         raise SceneError(f"image {name} is not a readable image ({e}); re-extract or re-download it") from None
 
 
-def image_size(source: ImageSource, name: str, upright: bool = True) -> tuple[int, int]:
-    """(width, height) from the image header only, without decoding the pixels; upright: as displayed."""
+class ImageSize(NamedTuple):
+    """An image's size, named so that no caller has to remember an order (tensors are [H, W])."""
+
+    height: int
+    width: int
+
+
+def image_size(source: ImageSource, name: str, upright: bool = True) -> ImageSize:
+    """The size from the image header only, without decoding the pixels; upright: as displayed."""
     if isinstance(source, np.ndarray):
-        return source.shape[1], source.shape[0]
+        return ImageSize(height=source.shape[0], width=source.shape[1])
     with _open(source, name) as img:
-        return (img.height, img.width) if upright and _orientation(img, name) in _TRANSPOSED else img.size
+        if upright and _orientation(img, name) in _TRANSPOSED:
+            return ImageSize(height=img.width, width=img.height)
+        return ImageSize(height=img.height, width=img.width)
 
 
 def decode_image(source: ImageSource, name: str, upright: bool = True) -> np.ndarray:

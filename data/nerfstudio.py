@@ -79,7 +79,8 @@ def read_nerfstudio(path: str | Path, image_dir: str | None = None, distortion: 
             if angle is None:
                 raise SceneError(f"{where}: frame {name} has no focal length (fl_x or camera_angle_x)")
             if w is None:
-                w, h = image_size(source, name)
+                size = image_size(source, name)
+                w, h = size.width, size.height
             fx = 0.5 * w / math.tan(0.5 * float(angle))
         fy = fx if fy is None else fy
         cx = get("cx", None if w is None else w / 2)

@@ -13,12 +13,13 @@ import torch
 _reported: set[tuple[str, str]] = set()
 
 
-def log_choice(logger_name: str, message: str) -> None:
-    """Log `message` at INFO on logger `logger_name` the first time this pair is seen."""
+def log_choice(logger_name: str, message: str, level: int = logging.INFO) -> None:
+    """Log `message` on logger `logger_name` the first time this pair is seen (WARNING for a slow
+    fallback the user can fix, INFO otherwise)."""
     key = (logger_name, message)
     if key not in _reported:
         _reported.add(key)
-        logging.getLogger(logger_name).info(message)
+        logging.getLogger(logger_name).log(level, message)
 
 
 def cuda_capability(device: torch.device) -> tuple[int, int] | None:

@@ -17,7 +17,8 @@ from dataclasses import dataclass, fields
 import torch
 from torch import Tensor
 
-SH_C0 = 0.28209479177387814  # the degree-0 real SH basis value, 1 / (2 sqrt(pi))
+from model.render.sh import SH_C0
+
 
 
 def sh_degree_for(k: int) -> int:

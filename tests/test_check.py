@@ -62,11 +62,9 @@ def test_check_precision_and_device_options(capsys):
 
 def logged_choices(model, images, cameras, caplog, monkeypatch, precision) -> dict[str, str]:
     """Run the network and the renderer for real and collect the fast-path decisions they log."""
-    from model.render import api
     from train.render_targets import render_targets
 
     monkeypatch.setattr(fast_path, "_reported", set())
-    monkeypatch.setattr(api, "_logged_choices", set())
     with caplog.at_level(logging.INFO), torch.no_grad(), precision.autocast():
         out = model(images, cameras)
         render_targets(out.gaussians, cameras[:, :1], checkpoint_views=False)

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from model.gaussians import SH_C0, Gaussians, rgb_to_sh0, sh_degree_for
+from model.gaussians import Gaussians, rgb_to_sh0, sh_degree_for
+from model.render.sh import SH_C0
 
 
 def make(n=50, k=16, seed=0, batch=()):

@@ -31,6 +31,7 @@ from PIL import Image
 
 from ..errors import SceneError
 from ..files import natural_key
+from ..images import ImageSize
 from ..scene import Scene
 
 FORMAT = "longlrm-splat/scene"
@@ -93,7 +94,7 @@ def scene_from_sample(sample: dict, distortion: str = "undistort") -> Scene:
             record["scene_id"], [f["name"] for f in frames], [sample[f["member"]] for f in frames],
             [f["c2w"] for f in frames], [[f["fx"], f["fy"], f["cx"], f["cy"]] for f in frames],
             distortion=[[f["k1"], f["k2"], f["p1"], f["p2"]] for f in frames], on_distortion=distortion,
-            camera_file=where, extras=record.get("extras", {}), size=(int(record["width"]), int(record["height"])),
+            camera_file=where, extras=record.get("extras", {}), size=ImageSize(height=int(record["height"]), width=int(record["width"])),
             upright=bool(record.get("upright", True)),
         )
     except (ValueError, KeyError, TypeError) as e:
