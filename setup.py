@@ -20,9 +20,14 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["model*", "data*", "train*", "refine*", "inference*", "view*"]),
+    # csrc/ (the CPU rasterizer, compiled on first use) and checkpoints/ (the demo network) ship inside
+    # the model package, so a non-editable install finds them next to the code that reads them.
+    packages=find_packages(include=["model*", "data*", "train*", "refine*", "inference*", "view*"])
+    + ["model.render.csrc", "model.checkpoints"],
+    package_dir={"model.render.csrc": "csrc", "model.checkpoints": "checkpoints"},
     py_modules=["infer", "evaluate"],
-    package_data={"train": ["configs/*.yaml"]},
+    package_data={"train": ["configs/*.yaml"], "model.render.csrc": ["*.cpp", "*.h"],
+                  "model.checkpoints": ["demo/*.safetensors", "demo/*.md"]},
     include_package_data=True,
     install_requires=[
         TORCH,

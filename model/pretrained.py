@@ -37,8 +37,10 @@ from model.official_checkpoint import (OFFICIAL_RECIPE, OfficialCheckpoint, Offi
                                        load_official_checkpoint)
 from model.typed_config import from_dict
 
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent
-DEMO_CHECKPOINT = PACKAGE_ROOT / "checkpoints" / "demo" / "model.safetensors"
+_HERE = Path(__file__).resolve().parent
+# A wheel ships checkpoints/ inside this package (setup.py); a source checkout keeps it at its top level.
+_SHIPPED = _HERE / "checkpoints" if (_HERE / "checkpoints").is_dir() else _HERE.parent / "checkpoints"
+DEMO_CHECKPOINT = _SHIPPED / "demo" / "model.safetensors"
 CHECKPOINTS = "checkpoints"  # a run directory's folder of checkpoints
 WEIGHTS = "model.safetensors"  # a checkpoint's weights file
 _STEP = re.compile(r"^step_(\d{8,})$")
