@@ -27,7 +27,6 @@ from model.cameras import Cameras
 from model.gaussians import Gaussians
 from model.ply import save_ply
 from model.precision import Precision, resolve_precision
-from train.render_targets import render_targets
 
 from .camera_path import smooth_path
 from model.pretrained import LoadedModel, Preprocessing
@@ -78,11 +77,9 @@ class Result:
 
 
 def render_views(gaussians: Gaussians, cameras: Cameras, backend: str, what: str) -> Tensor:
-    """One scene's Gaussians [N] into cameras [T] -> images [T, H, W, 3], one view at a time."""
-    batch = Gaussians.stack([gaussians])
-    images = [render_targets(batch, cameras[None, t:t + 1], checkpoint_views=False, backend=backend)[0, 0]
-              for t in tqdm(range(cameras.shape[0]), desc=what, unit="view", leave=False)]
-    return torch.stack(images)
+    """One scene's Gaussians [N] into cameras [T] -> images [T, H, W, 3], with a progress bar."""
+    return torch.cat([gaussians.render(cameras[t:t + 1], backend=backend)
+                      for t in tqdm(range(cameras.shape[0]), desc=what, unit="view", leave=False)])
 
 
 def parse_resolution(text: str) -> int | tuple[int, int]:

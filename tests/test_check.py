@@ -62,12 +62,11 @@ def test_check_precision_and_device_options(capsys):
 
 def logged_choices(model, images, cameras, caplog, monkeypatch, precision) -> dict[str, str]:
     """Run the network and the renderer for real and collect the fast-path decisions they log."""
-    from train.render_targets import render_targets
 
     monkeypatch.setattr(fast_path, "_reported", set())
     with caplog.at_level(logging.INFO), torch.no_grad(), precision.autocast():
         out = model(images, cameras)
-        render_targets(out.gaussians, cameras[:, :1], checkpoint_views=False)
+        out.gaussians.render(cameras[:, :1])
     choices = {}
     for record in caplog.records:
         operation, _, what = record.getMessage().partition(": ")
