@@ -1,7 +1,7 @@
 """A scene's sparse structure-from-motion points (COLMAP points3D), in the scene's own world frame.
 
 graphdeco starts 3DGS from these points. They are read (through pycolmap) from the COLMAP model
-found under the scene folder where `colmap_model_dir` looks: the scene's own model when it is a
+found under the scene folder where `colmap_models` looks: the scene's own model when it is a
 COLMAP scene, the model DL3DV ships next to its transforms.json (colmap/sparse/0), or the one the
 poses pipeline wrote. The scene's cameras may live in another world frame than the model's:
 nerfstudio files (DL3DV) are written after a change of axes, and any re-posing tool may move,
@@ -21,7 +21,7 @@ from torch import Tensor
 
 from model.cameras import invert_rigid
 
-from .colmap import colmap_model_dir
+from .colmap import choose_model, colmap_models
 from .errors import SceneError
 from .scene import Scene
 
@@ -83,11 +83,12 @@ def scene_points(scene: Scene, scene_dir: str | Path) -> tuple[Tensor, Tensor]:
     [P, 3] in [0, 1]). SceneError when there is no model, no point, or its cameras are not the scene's."""
     scene_dir = Path(scene_dir)
     folder = scene_dir.parent if scene_dir.is_file() else scene_dir
-    model_dir = colmap_model_dir(folder)
-    if model_dir is None:
+    models = colmap_models(folder)
+    if not models:
         raise SceneError(f"{scene_dir} has no COLMAP model with points (sparse/0, sparse or colmap/sparse/0 holding "
                          "cameras, images and points3D); run structure from motion on it first or start from "
                          "random points")
+    model_dir, _ = choose_model(models, None)  # the model a scene read from this folder uses
     xyz, rgb, names, c2w = read_sparse_model(model_dir)
     if len(xyz) == 0:
         raise SceneError(f"COLMAP model {model_dir} has no 3D points (points3D is empty); run its triangulation "

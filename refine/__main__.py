@@ -21,7 +21,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from infer import EXIT_BAD_INPUT, _device, run_command
+from infer import _device, run_command
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -90,16 +90,17 @@ def input_ply(path: Path) -> Path:
 
 
 def choose_protocol(args: argparse.Namespace, ply: Path | None):
-    from inference.views import parse_resolution
+    from inference.reconstruct import parse_resolution
 
     from .protocol import Protocol, recorded_protocol
 
     base = (recorded_protocol(ply) if ply else None) or Protocol()
     if args.num_views is not None and args.num_views < 2:
         raise ValueError(f"--num-views must be at least 2, got {args.num_views}")
-    return Protocol(num_views=args.num_views or base.num_views,
-                    resolution=parse_resolution(args.resolution) if args.resolution else base.resolution,
-                    holdout=base.holdout and not args.no_holdout)
+    if args.resolution:
+        parse_resolution(args.resolution)  # a bad value fails here, before any work
+    return Protocol(num_views=args.num_views or base.num_views, resolution=args.resolution or base.resolution,
+                    holdout=base.holdout and not args.no_holdout, resample=base.resample)
 
 
 def main(argv: list[str] | None = None) -> int:

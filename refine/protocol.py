@@ -11,23 +11,26 @@ the paper's comparisons: 32 inputs, every 8th frame held out, short side 540 (96
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from data.batch import Sample
+from data.config import ResolutionConfig
+from data.pipeline import capture_sample
 from data.scene import Scene
-from inference.views import Resolution, choose_views, load_sample
+from inference.reconstruct import sample_recipe
 from model.cameras import Cameras
 
 
 @dataclass(frozen=True)
 class Protocol:
     num_views: int = 32
-    resolution: Resolution = field(default_factory=lambda: Resolution(mode="full", size=540, multiple=16))
+    resolution: str | None = None  # as infer.py's --resolution (a short side or WxH); None: short side 540
     holdout: bool = True
+    resample: str = "antialiased"  # the resize filter (the checkpoint's, in an infer.py run)
 
 
 def recorded_protocol(ply: Path) -> Protocol | None:
@@ -37,17 +40,19 @@ def recorded_protocol(ply: Path) -> Protocol | None:
         return None
     try:
         metrics = json.loads(record.read_text())
-        return Protocol(int(metrics["num_inputs"]), Resolution(height=int(metrics["height"]), width=int(metrics["width"])),
-                        int(metrics["num_targets"]) > 0)
-    except (ValueError, KeyError, TypeError):
+        resample = metrics.get("preprocessing", {}).get("resample", Protocol.resample)
+        return Protocol(int(metrics["num_inputs"]), f"{int(metrics['width'])}x{int(metrics['height'])}",
+                        int(metrics["num_targets"]) > 0, resample)
+    except (ValueError, KeyError, TypeError, AttributeError):
         return None  # a metrics.json of another tool: not an infer.py output folder
 
 
-def protocol_sample(scene: Scene, protocol: Protocol, scene_scale: float = 1.0) -> Sample:
-    """infer.py's view choice, decoding and pose normalisation (poses in the sample's normalised frame;
-    scene_scale matters to a network's prediction only, refinement works in any frame)."""
-    inputs, targets = choose_views(scene, protocol.num_views, protocol.holdout)
-    return load_sample(scene, inputs, targets, protocol.resolution, scene_scale)
+def protocol_sample(scene: Scene, protocol: Protocol) -> Sample:
+    """infer.py's view choice, decoding and pose normalisation (data/pipeline.py `capture_sample`;
+    poses in the sample's normalised frame: refinement works in any frame, so no scene_scale)."""
+    base = ResolutionConfig(mode="full", size=540, resample=protocol.resample)
+    config, size = sample_recipe(base, 1.0, protocol.num_views, protocol.resolution)
+    return capture_sample(scene, config, protocol.holdout, size)[1]
 
 
 def training_views(sample: Sample, with_held_out: bool) -> tuple[Tensor, Cameras, list[int] | None]:

@@ -44,3 +44,29 @@ def test_large_tensors_come_from_the_heap_and_stay_for_reuse():
     kept, mapped, free = probe("keep")
     assert kept and mapped == 0
     assert free >= 64 << 20  # the freed tensor's memory waits in the heap for the next one
+
+
+RELEASE = """
+import sys
+import torch
+from model.cpu_allocator import keep_freed_memory, release_freed_memory
+
+def resident():
+    return int(next(l for l in open("/proc/self/status") if l.startswith("VmRSS:")).split()[1]) * 1024
+
+keep_freed_memory()
+tensor = torch.ones(256 << 20, dtype=torch.uint8)  # 256 MB, every page touched
+del tensor
+kept = resident()
+released = release_freed_memory()
+print(released, kept - resident())
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists() or not hasattr(ctypes.CDLL(None), "malloc_trim"),
+                    reason="needs Linux /proc and glibc's malloc_trim")
+def test_released_memory_leaves_the_process():
+    """Freed memory kept in the heap still counts as the process's resident memory until released."""
+    out = subprocess.run([sys.executable, "-c", RELEASE], cwd=ROOT, check=True, capture_output=True, text=True)
+    released, returned = out.stdout.split()
+    assert released == "True" and int(returned) >= 200 << 20

@@ -69,12 +69,12 @@ def graphdeco_load(path, max_sh_degree=3):
 
 def test_demo_checkpoint_ply_loads_as_graphdeco_degree_3(tmp_path):
     from data.procedural import generate_scene
-    from inference.checkpoint import DEMO_CHECKPOINT, load_checkpoint
+    from model.pretrained import DEMO_CHECKPOINT, load_model
     from inference.demo import DEMO_CONFIG
     from model.cameras import Cameras
     from model.render import rasterize
 
-    loaded = load_checkpoint(DEMO_CHECKPOINT)
+    loaded = load_model(DEMO_CHECKPOINT)
     scene = generate_scene(DEMO_CONFIG.replace(num_frames=4, width=112, height=64))  # the checkpoint's size
     cams = Cameras(scene.intrinsics, scene.c2w, scene.images.shape[2], scene.images.shape[1])
     with torch.inference_mode():

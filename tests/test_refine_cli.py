@@ -15,7 +15,8 @@ from inference.evaluation import ViewScores
 from model.cameras import Cameras
 from model.ply import load_ply
 from model.render import rasterize
-from refine.__main__ import EXIT_BAD_INPUT, main
+from infer import EXIT_BAD_INPUT
+from refine.__main__ import main
 from tests.test_infer import write_checkpoint
 
 QUICK = ["--backend", "cpu", "--device", "cpu", "--quiet", "--no-lpips"]

@@ -16,7 +16,9 @@ from pathlib import Path
 
 import torch
 
-CSRC = Path(__file__).resolve().parents[2] / "csrc"
+_HERE = Path(__file__).resolve().parent
+# A wheel ships the sources inside this package (setup.py); a source checkout keeps them at its top level.
+CSRC = _HERE / "csrc" if (_HERE / "csrc").is_dir() else _HERE.parents[1] / "csrc"
 SOURCES = ("project.cpp", "sh_colors.cpp", "tiles.cpp", "composite_forward.cpp", "composite_backward.cpp", "ops.cpp")
 HEADERS = ("splat.h", "simd.h", "small_math.h", "sh.h", "for_each_tile.h", "camera_sums.h", "composite_common.h")
 # -ffp-contract=off: forward and backward must round identically so they agree on which
@@ -45,7 +47,7 @@ def load_ops():
     if missing:
         raise RuntimeError(
             f"the CPU rasterizer sources are missing from {CSRC} ({', '.join(missing)}); "
-            "install the project from a full source checkout (pip install -e .)"
+            "reinstall the project (pip install .) or use a full source checkout"
         )
     name = _build_name()
     build_dir = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root()) / name
