@@ -38,6 +38,7 @@ WORKSPACE = 160 * 2**20
 # holds about LPIPS_VALUES values per pixel of the chunk (measured op by op).
 LPIPS_CHUNK = 8
 LPIPS_VALUES = 540
+PLY_SH = 3 * 16  # SH values per Gaussian in gaussians.ply: padded to degree 3 (model/ply.py's default)
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,6 @@ def phase_values(config: ModelConfig, plan: Plan) -> dict[str, int]:
         decode += 3 * source + 2 * frames * view  # float frames, sampling grid
     pixels = plan.inputs * view
     channels = config.gaussians.channels
-    sh = 3 * (config.gaussians.sh_degree + 1) ** 2
     kept = math.ceil(plan.keep_share * pixels)
     rendering = 2 * channels * kept + 24 * kept  # a stacked copy, activated fields, projections, tiles
     renders = 3 * plan.targets * view
@@ -134,8 +134,9 @@ def phase_values(config: ModelConfig, plan: Plan) -> dict[str, int]:
             20 * renders,  # SSIM's five filtered moments of every target at once
             LPIPS_VALUES * min(plan.targets, LPIPS_CHUNK) * view if plan.lpips else 0),
         "video": rendering + 3 * plan.video_frames * view if plan.video_frames else 0,
-        # kept, their world-frame copy (data/normalize.py), the PLY's SH rest, columns and records (model/ply.py)
-        "save": kept * (3 * channels + sh + 14),
+        # kept, their world-frame copy (data/normalize.py), then the PLY's SH padded to degree 3, its
+        # columns and records (model/ply.py; 14 non-SH values each)
+        "save": kept * (2 * channels + PLY_SH + 2 * (PLY_SH + 14)),
     }
     return {name: int(sample + values) for name, values in phases.items()}
 
