@@ -32,7 +32,7 @@ class GaussianHead(nn.Module):
     def raw(self, tokens: Tensor, views: int, h: int, w: int) -> Tensor:
         """tokens [B, V*h*w, D] -> raw per-pixel channels [B, V, h*P, w*P, 59] in float32."""
         b, p = tokens.shape[0], self.patch_size
-        out = self.proj(self.norm(tokens)).float()  # [B, V*h*w, P*P*59]
+        out = self.proj(self.norm(tokens).to(self.proj.weight.dtype)).float()  # [B, V*h*w, P*P*59]
         out = out.view(b, views, h, w, p, p, -1).permute(0, 1, 2, 4, 3, 5, 6)  # [B, V, h, P, w, P, 59]
         return out.reshape(b, views, h * p, w * p, -1)
 

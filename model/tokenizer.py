@@ -39,6 +39,7 @@ class Tokenizer(nn.Module):
 
     def forward(self, images: Tensor, origins: Tensor, dirs: Tensor) -> Tensor:
         # images [B, V, H, W, 3] in [0, 1]; origins, dirs [B, V, H, W, 3] world rays -> [B, G + V*h*w, D]
-        tokens = self.proj(patchify(pixel_features(images, origins, dirs), self.patch_size))
-        glob = self.global_tokens.expand(tokens.shape[0], -1, -1).to(tokens.dtype)
-        return self.norm(torch.cat([glob, tokens], dim=1))
+        features = pixel_features(images, origins, dirs).to(self.proj.weight.dtype)
+        tokens = self.proj(patchify(features, self.patch_size))  # in the weight's dtype
+        glob = self.global_tokens.expand(tokens.shape[0], -1, -1)  # float32: the residual stream's dtype
+        return self.norm(torch.cat([glob, tokens.to(glob.dtype)], dim=1))
