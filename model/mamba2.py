@@ -145,7 +145,8 @@ class BiMamba2(nn.Module):
         # u [b, l, d_model]
         zxbcdt = self.in_proj(u.to(self.in_proj.weight.dtype))  # [b, l, d_in_proj]
         forward = self.mamba_scans[0](zxbcdt, self.backend)
-        backward = self.mamba_scans[1](zxbcdt.flip(1), self.backend).flip(1)
+        zxbcdt = zxbcdt.flip(1)  # the unflipped projection is dropped before the second scan (peak memory)
+        backward = self.mamba_scans[1](zxbcdt, self.backend).flip(1)
         return self.out_proj(forward + backward)
 
 

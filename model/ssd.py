@@ -10,7 +10,9 @@ The scan, per head h (P channels) with a shared-per-group state input B_t and re
 `chunk_scan` computes the same thing in chunks of Q steps (Mamba2's "state space duality"):
 inside a chunk the map x -> y is a masked Q x Q matrix (a small attention), and only one state per
 chunk is carried across chunk boundaries. Almost all the work becomes batched matrix products,
-which is what a CPU does fast. Results do not depend on Q beyond float rounding.
+which is what a CPU does fast (in bfloat16 for bfloat16 inputs); the elementwise stages between them
+run as native CPU kernels when no gradient is needed (model/mamba2_native.py). Results do not depend
+on Q beyond float rounding.
 
 `scan` chooses between mamba_ssm's fused kernel (CUDA tensors, when mamba_ssm imports) and
 `chunk_scan`, and logs the decision once.
@@ -156,9 +158,10 @@ def chunk_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_siz
     dt_bias [h]. Returns y [b, l, h, p] in the dtype of x. Any length: a final partial chunk is scanned
     as a shorter chunk (equivalent to padding it with dt = 0, without the copies).
     Precision follows mamba_ssm's kernels, whatever the autocast state: step sizes, cumulative sums of
-    dt * A and their exponentials, the state carried across chunks, the skip and the gate are float32
-    (exp of cumulative sums loses everything in bfloat16); the chunk matmuls take bfloat16 operands
-    when x is bfloat16 (products accumulate in float32) and float32 ones otherwise.
+    dt * A, their exponentials and the state carried across chunks are float32 (exp of cumulative
+    sums loses everything in bfloat16); the chunk matmuls take bfloat16 operands when x is bfloat16
+    (products accumulate in float32) and float32 ones otherwise, and the values between them (scaled
+    inputs, scores, skip, gate) are rounded to that dtype.
     """
     _check_shapes(x, dt, A, B, C, D, z)
     out_dtype = x.dtype
@@ -284,9 +287,9 @@ def _chunk_outputs(y_diag: Tensor, y_off: Tensor, a_cum: Tensor, x: Tensor, D: T
     """y_diag [b, c, h, q, p] + exp(a_cum) y_off [b, c, q, h, p] + D [h, p] x [b, c, q, h, p], as [b, c, q, h, p]."""
     ops = mamba2_native.kernels("SSD chunk stages", y_diag, y_off, a_cum, x, *([D] if D is not None else []))
     if ops is not None:
-        D = D if D is not None else a_cum.new_zeros(x.shape[-2:])
-        return ops.chunk_outputs(y_diag.contiguous(), y_off.contiguous(), a_cum.contiguous(), x.flatten(1, 2).flatten(2),
-                                 D.contiguous())
+        D = D.contiguous() if D is not None else a_cum.new_zeros(x.shape[-2:])
+        return ops.chunk_outputs(y_diag.contiguous(), y_off.contiguous(), a_cum.contiguous(),
+                                 x.flatten(1, 2).flatten(2), D)
     # (y_diag made contiguous first: a transposed operand sends addcmul down a slow strided path)
     y = torch.addcmul(y_diag.transpose(2, 3).contiguous(), y_off, _decay(a_cum)[..., None].to(x.dtype))
     return torch.addcmul(y, x, D.to(x.dtype)) if D is not None else y

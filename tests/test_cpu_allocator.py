@@ -44,3 +44,27 @@ def test_large_tensors_come_from_the_heap_and_stay_for_reuse():
     kept, mapped, free = probe("keep")
     assert kept and mapped == 0
     assert free >= 64 << 20  # the freed tensor's memory waits in the heap for the next one
+
+
+RELEASE = """
+import sys
+import torch
+from model.cpu_allocator import keep_freed_memory, release_freed_memory
+
+def rss() -> int:
+    return int(open("/proc/self/statm").read().split()[1]) * 4096
+
+keep_freed_memory()
+tensor = torch.ones(256 << 20, dtype=torch.uint8)  # 256 MB, every page touched
+del tensor
+kept = rss()  # still resident: kept for reuse
+released = release_freed_memory()
+print(released, kept - rss())
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="needs Linux /proc")
+def test_freed_memory_kept_for_reuse_can_be_released():
+    out = subprocess.run([sys.executable, "-c", RELEASE], cwd=ROOT, check=True, capture_output=True, text=True)
+    released, dropped = out.stdout.split()
+    assert released == "True" and int(dropped) >= 200 << 20  # the freed 256 MB leave the resident set

@@ -138,54 +138,6 @@ def test_bfloat16_scan_gradients_are_close_to_float64():
         assert relative < 0.02, f"grad of {name}: relative error {relative:.4f}"
 
 
-def state_passing_inputs(dtype, b=2, c=5, g=2, n=3, hg=4, p=7, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    u = torch.randn(b, c, g, n, hg, p, generator=gen).to(dtype)
-    decay = torch.rand(b, c, g, hg, generator=gen)
-    s_in = torch.randn(b, g, n, hg, p, generator=gen)
-    return u, decay, s_in
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_native_state_passing_matches_the_recurrence_and_its_twin_bit_for_bit(dtype):
-    assert mamba2_native._library() is not None, "the native kernels must build wherever the tests run"
-    u, decay, s_in = state_passing_inputs(dtype)
-    states, s_out = ssd.state_passing(u, decay, s_in)  # no gradients: the native kernel
-    b, c, g, _, hg, _ = u.shape
-    twin_states, twin_out = ssd._StatePassing.apply(u, decay.view(b, c, g, 1, hg, 1), s_in)
-    assert states.dtype == dtype and s_out.dtype == torch.float32
-    assert torch.equal(states, twin_states) and torch.equal(s_out, twin_out)
-    # the recurrence itself, in float64: s_0 = s_in, s_{k+1} = decay_k s_k + u_k
-    s = s_in.double()
-    for k in range(c):
-        torch.testing.assert_close(states[:, k].double(), s, rtol=2**-8 if dtype == torch.bfloat16 else 1e-6, atol=1e-6)
-        s = decay[:, k, :, None, :, None].double() * s + u[:, k].double()
-    torch.testing.assert_close(s_out.double(), s, rtol=1e-6, atol=1e-6)
-
-
-def test_native_state_passing_keeps_nan_and_a_float32_carry():
-    u, decay, s_in = state_passing_inputs(torch.bfloat16, c=40)
-    u[0, 3, 1, 2, 0, 5] = float("nan")
-    decay.fill_(1.0)  # no decay: bfloat16 rounding of a carried state would compound over 40 chunks
-    s_in.fill_(1.0)
-    u[~u.isnan()] = 2.0**-10  # below half a bfloat16 step of 1: a bfloat16 carry would never move
-    states, s_out = ssd.state_passing(u, decay, s_in)
-    assert states[0, 4:, 1, 2, 0, 5].isnan().all() and s_out[0, 1, 2, 0, 5].isnan()
-    torch.testing.assert_close(s_out[1], torch.full_like(s_out[1], 1 + 40 * 2.0**-10))
-
-
-def test_state_passing_dispatch_is_logged(caplog, monkeypatch):
-    monkeypatch.setattr(fast_path, "_reported", set())
-    u, decay, s_in = state_passing_inputs(torch.float32)
-    with caplog.at_level(logging.INFO, logger="model.mamba2"):
-        ssd.state_passing(u, decay, s_in)
-        ssd.state_passing(u.requires_grad_(), decay, s_in)
-        ssd.state_passing(u.detach().double(), decay, s_in)
-    messages = [r.getMessage() for r in caplog.records if r.name == "model.mamba2"]
-    assert messages == ["SSD state passing: native CPU kernel", "SSD state passing: PyTorch (gradients needed)",
-                        "SSD state passing: PyTorch (cpu torch.float64 tensors)"]
-
-
 @pytest.mark.parametrize("native", [True, False])
 def test_chunk_scan_without_gradients_matches_the_recurrence(native, monkeypatch):
     """The inference path: the native stages (or, without them, the PyTorch ones), over several slabs
