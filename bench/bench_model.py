@@ -64,13 +64,13 @@ def make_inputs(views: int, height: int, width: int) -> tuple[torch.Tensor, Came
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
-def matmul_peak(dtype: torch.dtype, sizes: tuple[int, ...] = (2048, 4096), repeats: int = 3) -> float:
+def matmul_peak(dtype: torch.dtype, clock, sizes: tuple[int, ...] = (2048, 4096), repeats: int = 3) -> float:
     """FLOP/s of the best square matmul of these sizes in `dtype` (float32 accumulation for bf16)."""
     best = 0.0
     for size in sizes:
         a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
         a @ b
-        best = max(best, 2 * size**3 / min(_timed(lambda: a @ b) for _ in range(repeats)))
+        best = max(best, 2 * size**3 / min(_timed(lambda: a @ b, clock) for _ in range(repeats)))
     return best
 
 
@@ -116,21 +116,21 @@ def count_flops(model, config, step, views: int, height: int, width: int) -> dic
     return flops
 
 
-def _timed(fn) -> float:
-    start = time.perf_counter()
+def _timed(fn, clock) -> float:
+    start = clock()
     fn()
-    return time.perf_counter() - start
+    return clock() - start
 
 
-def component_timer(model, config) -> dict[str, float]:
+def component_timer(model, config, clock) -> dict[str, float]:
     """Forward hooks adding each top-level module's wall time to its component (forward only)."""
     seconds = {"mamba": 0.0, "transformer": 0.0, "io": 0.0}
     for name, module in model.named_modules():
         part = component_of(config, name)
         if part is not None:
-            module.register_forward_pre_hook(lambda m, a: setattr(m, "_tic", time.perf_counter()))
+            module.register_forward_pre_hook(lambda m, a: setattr(m, "_tic", clock()))
             module.register_forward_hook(lambda m, a, o, part=part: seconds.__setitem__(
-                part, seconds[part] + time.perf_counter() - m._tic))
+                part, seconds[part] + clock() - m._tic))
     return seconds
 
 
@@ -167,25 +167,26 @@ def run_case(args: argparse.Namespace) -> dict:
 
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     flops = count_flops(model, config, step, args.case_views, args.height, args.width) if args.count_flops else None
-    seconds = component_timer(model, config)
+    clock = time.process_time if args.cpu_time else time.perf_counter
+    seconds = component_timer(model, config, clock)
     best, parts = float("inf"), {}
     for _ in range(1 + args.repeats):
         seconds.update(dict.fromkeys(seconds, 0.0))
-        t = _timed(step)
+        t = _timed(step, clock)
         if t < best:
             best, parts = t, dict(seconds)
-    peaks = {name: matmul_peak(dtype) for name, dtype in PRECISIONS.items()} if args.count_flops else None
+    peaks = {name: matmul_peak(dtype, clock) for name, dtype in PRECISIONS.items()} if args.count_flops else None
     return {"time": best, "parts": parts, "flops": flops, "matmul_peaks": peaks,
             "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
             "setup_rss_gb": base_rss / 2**20}
 
 
 def spawn(preset_name: str, pattern: str, views: int, height: int, width: int, mode: str, repeats: int,
-          precision: str = "fp32", count_flops: bool = False, default_malloc: bool = False) -> dict:
+          precision: str, args: argparse.Namespace, count_flops: bool = False) -> dict:
     cmd = [sys.executable, __file__, "--case", "--preset", preset_name, "--pattern", pattern,
            "--case-views", str(views), "--height", str(height), "--width", str(width), "--mode", mode,
            "--repeats", str(repeats), "--precision", precision] + (["--count-flops"] if count_flops else []) \
-        + (["--default-malloc"] if default_malloc else [])
+        + (["--default-malloc"] if args.default_malloc else []) + (["--cpu-time"] if args.cpu_time else [])
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
@@ -199,7 +200,7 @@ def print_paper_256(r: dict, precision: str) -> None:
 
     def rate(flops: float, seconds: float) -> str:
         return (f"{flops / seconds / 1e9:6.1f} GFLOP/s = {100 * flops / seconds / peaks[precision]:3.0f}% of the "
-                f"{precision} peak ({100 * flops / seconds / peaks['fp32']:3.0f}% of fp32's)")
+                f"{precision} matmul peak, {100 * flops / seconds / peaks['fp32']:3.0f}% of the fp32 one")
 
     print(f"  {precision}: time {r['time']:.1f} s, peak memory {r['peak_rss_gb']:.1f} GB, {total / 1e12:.2f} TFLOP "
           f"(matmuls, convolutions, attention): {rate(total, r['time'])}; matmul peaks measured in the same "
@@ -221,8 +222,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2,
                         help="runs after the first (the first pages memory in); the best run is reported")
     parser.add_argument("--rounds", type=int, default=1,
-                        help="fresh processes per `small` case, taken in turn across cases; the best is reported")
+                        help="fresh processes per `small` and `paper` 256x256 case, taken in turn across cases; "
+                             "the best is reported")
     parser.add_argument("--default-malloc", action="store_true", help="glibc's default allocator settings (see above)")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="time the process's CPU seconds, not wall seconds: with OMP_NUM_THREADS=1 on a shared "
+                             "machine this leaves out the time other processes held the core")
     parser.add_argument("--variant-blocks", help="also time `small` with this block string (e.g. 16 m's and a t)")
     # internal: run one case in this process
     parser.add_argument("--case", action="store_true", help=argparse.SUPPRESS)
@@ -239,8 +244,8 @@ def main() -> None:
         print(json.dumps(run_case(args)))
         return
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; times are the best of {1 + args.repeats} "
-          f"runs in each of {args.rounds} process(es) per case; "
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {'CPU' if args.cpu_time else 'wall'} "
+          f"times, of `small` the best of {1 + args.repeats} runs in each of {args.rounds} process(es) per case; "
           f"{'default glibc allocator' if args.default_malloc else 'freed memory kept for reuse'}; "
           f"native bf16 matmuls: {'yes' if native_bf16_matmul()[0] else 'no'} ({native_bf16_matmul()[1]}); "
           f"load average {os.getloadavg()[0]:.1f} at start")
@@ -268,8 +273,7 @@ def main() -> None:
             for v in args.views:
                 for column in columns:
                     p, precision = column
-                    r = spawn("small", patterns[p], v, 256, 256, mode, args.repeats, precision,
-                              default_malloc=args.default_malloc)
+                    r = spawn("small", patterns[p], v, 256, 256, mode, args.repeats, precision, args)
                     best = results[column].get(v)
                     if best is None or "error" in best or r.get("time", float("inf")) < best["time"]:
                         results[column][v] = r
@@ -287,12 +291,16 @@ def main() -> None:
                 print(f"  {' '.join(column)}: t64/t32 = {r[64]['time'] / r[32]['time']:.2f}{parts}")
 
     if args.paper_256:
-        print("\n`paper`, 32 views 256x256, forward (inference_mode), one process per precision, timed after its "
-              "FLOP-counting run")
+        print(f"\n`paper`, 32 views 256x256, forward (inference_mode), the best of {args.rounds} process(es) per "
+              "precision (precisions in turn), each one run timed after its FLOP-counting run")
         runs = {}
-        for precision in args.precision:
-            runs[precision] = r = spawn("paper", "hybrid", 32, 256, 256, "infer", 0, precision, count_flops=True,
-                                        default_malloc=args.default_malloc)
+        for _ in range(args.rounds):  # precisions in turn, so a slow spell hits both
+            for precision in args.precision:
+                r = spawn("paper", "hybrid", 32, 256, 256, "infer", 0, precision, args, count_flops=True)
+                best = runs.get(precision)
+                if best is None or "error" in best or r.get("time", float("inf")) < best["time"]:
+                    runs[precision] = r
+        for precision, r in runs.items():
             if "error" in r:
                 print(f"  {precision}: failed: {r['error']}")
             else:
@@ -305,7 +313,7 @@ def main() -> None:
         print("\n`paper`, 32 views 960x544, inference (inference_mode, head decoded 8 views at a time), "
               "single cold run per precision")
         for precision in args.precision:
-            r = spawn("paper", "hybrid", 32, 544, 960, "infer", 0, precision, default_malloc=args.default_malloc)
+            r = spawn("paper", "hybrid", 32, 544, 960, "infer", 0, precision, args)
             print(f"  {precision}: failed: {r['error']}" if "error" in r else
                   f"  {precision}: time {r['time']:.1f} s, peak memory {r['peak_rss_gb']:.1f} GB "
                   f"(setup {r['setup_rss_gb']:.1f} GB)")

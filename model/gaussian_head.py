@@ -39,10 +39,12 @@ class GaussianHead(nn.Module):
 
     def activate(self, raw: Tensor, origins: Tensor, dirs: Tensor) -> tuple[dict[str, Tensor], Tensor]:
         """raw [..., 59], origins and unit dirs [..., 3] -> (Gaussian fields [..., *], distance [...]),
-        all float32 whatever raw's dtype."""
+        computed in float32 whatever raw's dtype. The SH coefficients, copied as they are, stay in
+        raw's dtype: the caller widens them in its copy into the output (most of the bytes)."""
         cfg = self.cfg
         k = (cfg.sh_degree + 1) ** 2
-        xyz, sh, scale, quat, opacity = (t.float() for t in raw.split([3, 3 * k, 3, 4, 1], dim=-1))
+        xyz, sh, scale, quat, opacity = raw.split([3, 3 * k, 3, 4, 1], dim=-1)
+        xyz, scale, quat, opacity = (t.float() for t in (xyz, scale, quat, opacity))
         distance = torch.sigmoid(xyz.mean(-1)) * cfg.max_dist  # [...]
         fields = {
             "means": origins + distance[..., None] * dirs,
@@ -73,7 +75,7 @@ class GaussianHead(nn.Module):
 
         if torch.is_grad_enabled() or len(spans) == 1:
             parts = [decode(v0, v1) for v0, v1 in spans]
-            fields = {name: torch.cat([f[name] for f, _ in parts], dim=1) for name in parts[0][0]}
+            fields = {name: torch.cat([f[name] for f, _ in parts], dim=1).float() for name in parts[0][0]}
             dist = torch.cat([d for _, d in parts], dim=1)
         else:
             release_freed_memory()
@@ -81,7 +83,7 @@ class GaussianHead(nn.Module):
             for v0, v1 in spans:
                 part, d = decode(v0, v1)
                 if dist is None:
-                    fields = {name: t.new_empty(b, v, *t.shape[2:]) for name, t in part.items()}
+                    fields = {name: t.new_empty(b, v, *t.shape[2:], dtype=torch.float32) for name, t in part.items()}
                     dist = d.new_empty(b, v, *d.shape[2:])
                 for name, t in part.items():
                     fields[name][:, v0:v1] = t

@@ -17,8 +17,9 @@ from inference.demo import demo_scene
 from inference.reconstruct import Options, reconstruct
 from model.build import build_model
 from model.cameras import Cameras
-from model.config import preset
+from model.config import GaussianHeadConfig, preset
 from model.cpu_features import NATIVE_BF16_FLAGS, native_bf16_matmul
+from model.gaussian_head import GaussianHead
 from model.metrics import psnr
 
 
@@ -44,6 +45,28 @@ def test_set_precision_converts_the_matmul_weights_and_nothing_else():
         part for name, p in model.named_parameters() if p.dtype == torch.float32 for part in name.split(".")}
     with pytest.raises(ValueError, match="float32 or torch.bfloat16"):
         model.set_precision(torch.float16)
+
+
+def test_bf16_head_gives_the_same_float32_gaussians_in_any_number_of_chunks():
+    """The head decodes a few views at a time without autograd, widening bf16 outputs into float32
+    buffers; with autograd it concatenates. Both must give the one-chunk result, in float32."""
+    torch.manual_seed(0)
+    chunked = GaussianHead(16, 4, GaussianHeadConfig(views_per_chunk=2))
+    whole = GaussianHead(16, 4, GaussianHeadConfig(views_per_chunk=100))
+    whole.load_state_dict(chunked.state_dict())
+    chunked.proj.bfloat16(), whole.proj.bfloat16()
+    _, cameras = ring_of_views(5, 8)
+    origins, dirs = cameras.rays()  # [1, 5, 8, 8, 3] each
+    tokens = torch.randn(1, 5 * 4, 16)
+    with torch.no_grad():
+        expected, expected_distance = whole(tokens, origins, dirs)
+    for grad in (False, True):
+        with torch.set_grad_enabled(grad):
+            got, distance = chunked(tokens, origins, dirs)
+        assert torch.equal(distance, expected_distance)
+        for name in ("means", "log_scales", "quats", "opacity_logits", "sh"):
+            assert getattr(got, name).dtype == torch.float32
+            assert torch.equal(getattr(got, name), getattr(expected, name)), name
 
 
 def test_demo_checkpoint_in_bf16_keeps_held_out_psnr_and_renders(tmp_path):
