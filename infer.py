@@ -2,15 +2,18 @@
 
     python infer.py                                  # the embedded demo: a procedural room, shipped model
     python infer.py --views SCENE_DIR --checkpoint CKPT --eval --video --out results/scene
+    python infer.py --check [--checkpoint CKPT] [--device cuda] [--precision bf16]   # what will run here
 
 SCENE_DIR may be a DL3DV / nerfstudio folder (transforms.json), the official Long-LRM processed
-format (opencv_cameras.json) or a COLMAP sparse model. See README.md for every option.
+format (opencv_cameras.json) or a COLMAP sparse model; or, without poses, a folder of photos or a
+video, whose poses are computed with COLMAP into --out first. See README.md for every option.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 import time
 from pathlib import Path
@@ -20,34 +23,98 @@ EXIT_BAD_INPUT = 2
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--views", type=Path, help="scene folder; default: the embedded procedural demo scene")
+    p.add_argument("--views", type=Path, help="scene folder, folder of photos or video file; default: the embedded "
+                   "procedural demo scene")
     p.add_argument("--checkpoint", type=Path, help="our .safetensors / run directory, or the official Long-LRM .pt; "
                    "default: the shipped demo checkpoint")
     p.add_argument("--num-views", type=int, help="input views (16, 32 and 64 are typical; default: what the "
                    "checkpoint was trained with, else 32)")
     p.add_argument("--resolution", help="short side (e.g. 544) or WxH (e.g. 960x544), multiples of 16; "
                    "default: the checkpoint's training resolution")
-    p.add_argument("--min-opacity", type=float, default=0.001, help="drop Gaussians at or below this opacity")
-    p.add_argument("--keep-ratio", type=float, help="then keep this fraction of the most opaque Gaussians")
+    add_preprocessing_options(p)
     p.add_argument("--refine-steps", type=int, default=0, help="per-scene 3DGS refinement steps after prediction")
     p.add_argument("--robust", action="store_true", help="robust (SpotlessSplats) refinement for transient objects")
     p.add_argument("--out", type=Path, help="output folder (default: outputs/<scene>-<time>)")
     p.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty --out (files there "
                    "with our output names are replaced; nothing else is touched)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="the network's arithmetic: auto = bf16 autocast on GPUs with native bf16 (compute "
+                   "capability 8.0+), fp32 elsewhere; rendering always runs in fp32")
+    p.add_argument("--check", action="store_true", help="print what will run here (torch, CUDA, GPU, optional "
+                   "CUDA packages, the implementation each operation of --checkpoint's network takes and why) and exit")
     p.add_argument("--video", action="store_true", help="render video.mp4 along a smooth path through the inputs")
     p.add_argument("--eval", action="store_true", help="hold out every 8th frame and report PSNR/SSIM/LPIPS on it")
     p.add_argument("--no-lpips", action="store_true", help="skip the LPIPS metric")
+    p.add_argument("--export", metavar="FORMATS", help="also write the Gaussians for web viewers: splat "
+                   "(gaussians.splat), compressed-ply (gaussians.compressed.ply), comma-separated")
+    p.add_argument("--view", nargs="?", const="127.0.0.1:8080", metavar="[HOST:]PORT", help="then show the "
+                   "result in the browser until Ctrl+C (python -m view; default 127.0.0.1:8080)")
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
+    capture = p.add_argument_group("photos or a video without poses (computed with COLMAP into --out)")
+    capture.add_argument("--max-frames", type=int, help="frames kept for SfM, spread over the video and the "
+                         "sharpest of their neighbourhood (default 150)")
+    capture.add_argument("--frame-size", type=int, help="longest side of the kept frames in pixels (default 960)")
+    capture.add_argument("--colmap-model", type=int, help="which model of a COLMAP scene with several (sparse/N); "
+                         "default: the one with the most registered images")
     return p.parse_args(argv)
+
+
+def add_preprocessing_options(p: argparse.ArgumentParser) -> None:
+    """Options overriding what the checkpoint records (see README: the official checkpoint's defaults)."""
+    p.add_argument("--scene-scale", type=float, help="pose normalisation scale (default: the checkpoint's; "
+                   "1.35 for the official file)")
+    p.add_argument("--resample", choices=["antialiased", "bilinear"], help="resize filter (default: the checkpoint's; "
+                   "bilinear, as OpenCV INTER_LINEAR, for the official file)")
+    p.add_argument("--input-index", type=Path, help="the authors' DL3DV-140 input lists "
+                   "(dl3dv_fold_8_kmeans_input_idx.json): use their input frames for scenes it lists")
+    p.add_argument("--keep-ratio", type=float, help="keep this share of the Gaussians, the most opaque ones "
+                   "(default: the checkpoint's; 0.4 for the official file)")
+    p.add_argument("--random-ratio", type=float, help="of the kept share, draw this part at random from the rest "
+                   "(default: the checkpoint's; 0.1 for the official file)")
+    p.add_argument("--prune-seed", type=int, help="seed of that random draw (default 0)")
+    p.add_argument("--min-opacity", type=float, help="then drop Gaussians at or below this opacity (default: 0.001 "
+                   "for the project's checkpoints, none for the official file)")
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """Every option infer.py and evaluate.py share, checked before any work."""
+    from inference.reconstruct import parse_resolution
+
+    if args.num_views is not None and args.num_views < 2:
+        raise ValueError(f"--num-views must be at least 2, got {args.num_views}")
+    if args.refine_steps < 0:
+        raise ValueError(f"--refine-steps must be >= 0, got {args.refine_steps}")
+    if args.resolution:
+        parse_resolution(args.resolution)
+    ranges = {"--keep-ratio": (args.keep_ratio, "in (0, 1]", lambda v: 0 < v <= 1),
+              "--random-ratio": (args.random_ratio, "in [0, 1]", lambda v: 0 <= v <= 1),
+              "--min-opacity": (args.min_opacity, "in [0, 1) (an opacity of 1 or more would drop every Gaussian)",
+                                lambda v: 0 <= v < 1),
+              "--scene-scale": (args.scene_scale, "positive and finite", lambda v: 0 < v < math.inf)}
+    for option, (value, allowed, ok) in ranges.items():
+        if value is not None and not ok(value):  # NaN fails every comparison
+            raise ValueError(f"{option} must be {allowed}, got {value}")
+    if args.prune_seed is not None and not 0 <= args.prune_seed < 2**63:
+        raise ValueError(f"--prune-seed must be in [0, 2**63), got {args.prune_seed}")
+    if args.input_index is not None and not args.input_index.is_file():
+        raise FileNotFoundError(f"--input-index {args.input_index} does not exist; pass the authors' "
+                                "dl3dv_fold_8_kmeans_input_idx.json")
+
+
+def preprocessing_options(args: argparse.Namespace) -> dict:
+    """The Options fields that override the checkpoint's Preprocessing."""
+    return {"resample": args.resample, "scene_scale": args.scene_scale, "keep_ratio": args.keep_ratio,
+            "random_ratio": args.random_ratio, "prune_seed": args.prune_seed, "min_opacity": args.min_opacity}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # --check prints every decision itself; the run's once-per-choice log lines would repeat them
+    logging.basicConfig(level=logging.WARNING if args.check else logging.INFO, format="%(message)s")
     try:
         return run(args)
-    except (ValueError, FileNotFoundError, NotADirectoryError, FileExistsError, RuntimeError) as err:
+    except (ValueError, OSError, RuntimeError) as err:  # OSError: unreadable inputs, unwritable outputs
         if args.debug:
             raise
         print(f"error: {err}", file=sys.stderr)
@@ -57,24 +124,28 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from inference.checkpoint import DEMO_CHECKPOINT, load_checkpoint
-    from inference.reconstruct import Options, reconstruct
-    from inference.views import parse_resolution
+    from data.view_sampling import read_input_index
+    from model.pretrained import DEMO_CHECKPOINT, load_model
+    from inference.outputs import staged_outputs
+    from inference.reconstruct import Options, reconstruct, use_input_index
     from model.cpu_allocator import keep_freed_memory
 
+    if args.check:
+        from inference.check import report
+        from model.precision import resolve_precision
+
+        device = _device(args.device)
+        loaded = load_model(args.checkpoint or DEMO_CHECKPOINT, "cpu")
+        print(report(loaded.model, device, resolve_precision(args.precision, device), str(loaded.path)))
+        return 0
     torch.set_flush_denormal(True)
     keep_freed_memory()
     demo = args.views is None
-    if args.num_views is not None and args.num_views < 2:
-        raise ValueError(f"--num-views must be at least 2, got {args.num_views}")
-    if args.keep_ratio is not None and not 0 < args.keep_ratio <= 1:
-        raise ValueError(f"--keep-ratio must be in (0, 1], got {args.keep_ratio}")
-    if args.refine_steps < 0:
-        raise ValueError(f"--refine-steps must be >= 0, got {args.refine_steps}")
-    resolution = parse_resolution(args.resolution) if args.resolution else None
+    check_options(args)
     device = _device(args.device)
     if not demo and not args.views.exists():
         raise FileNotFoundError(f"--views {args.views} does not exist; pass a scene folder")
+    formats, address = _viewing_options(args)
 
     started = time.perf_counter()
     if demo:
@@ -83,21 +154,61 @@ def run(args: argparse.Namespace) -> int:
         print("no --views given: reconstructing the embedded procedural demo scene with the shipped checkpoint")
         scene = demo_scene()
     else:
-        from data.open_scene import open_scene
+        from data.open_scene import needs_capture, open_scene
 
-        scene = open_scene(args.views)
-    out_dir = _prepare_out(args.out or Path("outputs") / f"{_slug(scene.scene_id)}-{time.strftime('%Y%m%d-%H%M%S')}",
-                           args.overwrite)
-    loaded = load_checkpoint(args.checkpoint or DEMO_CHECKPOINT, device)
-    print(f"checkpoint: {loaded.path} ({loaded.source}, {sum(p.numel() for p in loaded.model.parameters()) / 1e6:.2f}M "
-          f"parameters) on {device}")
-    num_views = args.num_views or loaded.num_views or 32
-    options = Options(num_views=num_views, resolution=resolution, holdout=args.eval or demo,
-                      min_opacity=args.min_opacity, keep_ratio=args.keep_ratio, refine_steps=args.refine_steps,
-                      robust=args.robust, video=args.video, lpips=not args.no_lpips)
-    result = reconstruct(scene, loaded, options, out_dir, device)
+        capture = needs_capture(args.views)  # photos or a video: poses computed once --out exists
+        scene = None if capture else open_scene(args.views, colmap_model=args.colmap_model)
+        if scene is not None and args.input_index:
+            use_input_index(scene, read_input_index(args.input_index), args.input_index)
+    name = scene.scene_id if scene is not None else args.views.stem
+    out_dir = args.out or Path("outputs") / f"{_slug(name)}-{time.strftime('%Y%m%d-%H%M%S')}"
+    with staged_outputs(out_dir, allow_existing=args.overwrite) as stage:  # checked before the expensive part
+        loaded = load_model(args.checkpoint or DEMO_CHECKPOINT, device)
+        print(f"checkpoint: {loaded.path} ({loaded.source}, {sum(p.numel() for p in loaded.model.parameters()) / 1e6:.2f}"
+              f"M parameters) on {device}")
+        num_views = args.num_views or loaded.num_views or 32
+        if scene is None:  # frames and poses go straight into out_dir: kept for reuse whatever follows
+            scene = _capture(args, out_dir)
+        options = Options(num_views=num_views, resolution=args.resolution, holdout=args.eval or demo,
+                          **preprocessing_options(args), refine_steps=args.refine_steps,
+                          robust=args.robust, video=args.video, lpips=not args.no_lpips, precision=args.precision)
+        result = reconstruct(scene, loaded, options, stage, device)
+    result.out_dir = out_dir
+    result.seconds = {**scene.extras.get("capture_seconds", {}), **result.seconds}
     _summary(result, time.perf_counter() - started)
+    if formats:
+        from model.ply import load_ply
+        from view.export import export
+
+        for path in export(load_ply(out_dir / "gaussians.ply"), out_dir / "gaussians", formats, args.overwrite):
+            print(f"exported {path}")
+    if address:
+        from view import serve
+
+        serve(out_dir, *address)
     return 0
+
+
+def _viewing_options(args: argparse.Namespace) -> tuple[list[str], tuple[str, int] | None]:
+    """--export formats and --view address, checked before any work (a port in use fails now)."""
+    from view import check_port, parse_address
+    from view.export import parse_formats
+
+    formats = parse_formats(args.export) if args.export else []
+    address = parse_address(args.view) if args.view else None
+    if address:
+        check_port(*address)
+    return formats, address
+
+
+def _capture(args: argparse.Namespace, out_dir: Path):
+    """Frames and COLMAP poses for photos or a video, into out_dir (all or nothing: data/capture)."""
+    from data.capture import CaptureConfig
+    from data.open_scene import open_scene
+
+    settings = {"max_frames": args.max_frames, "frame_size": args.frame_size}
+    config = CaptureConfig(**{k: v for k, v in settings.items() if v is not None})
+    return open_scene(args.views, capture_dir=out_dir, capture=config)
 
 
 def _device(name: str):
@@ -110,22 +221,14 @@ def _device(name: str):
     return torch.device(name)
 
 
-def _prepare_out(out: Path, overwrite: bool) -> Path:
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"--out {out} is a file; choose a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"--out {out} exists and is not empty; choose another folder or pass --overwrite")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
 def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "-" for c in text)[:60] or "scene"
 
 
 def _summary(result, total: float) -> None:
     h, w = result.size
-    print(f"\nviews: {result.num_inputs} inputs, {result.num_targets} held out, at {w}x{h}")
+    print(f"\nviews: {result.num_inputs} inputs, {result.num_targets} held out, at {w}x{h}; "
+          f"network in {result.precision}")
     print(f"Gaussians: {result.predicted:,} predicted, {result.kept:,} kept")
     print("seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in result.seconds.items()) + f" (total {total:.1f})")
     for label, metrics in (("held-out", result.metrics), ("after refinement", result.refined_metrics)):

@@ -1,14 +1,17 @@
 """Install the project: `pip install -e .` (CPU or CUDA), `pip install -e .[test]` for the test suite.
 
-torch is pinned exactly so that pip never swaps the installed build for another one (on CPU-only
-machines a looser range would pull the newest CUDA build and several GB of CUDA libraries).
+torch is a range, so pip keeps a supported torch that is already installed (a GPU user's CUDA build)
+instead of replacing it. 2.6 is the oldest torch for which every package of the [cuda] extra
+publishes prebuilt wheels. The upper bound stays below the newest releases: with no torch installed
+pip takes 2.13.0, the version the project is tested with, and a CPU build of it where one is offered
+(a local wheel or index), not a newer CUDA build with several GB of CUDA libraries.
 The CPU rasterizer in csrc/ is compiled just in time on first use (cached), so installing needs no
 compiler-enabled torch build environment and no build isolation tricks.
 """
 
 from setuptools import find_packages, setup
 
-TORCH = "torch==2.13.0"
+TORCH = "torch>=2.6,<2.14"
 
 setup(
     name="longlrm-splat",
@@ -17,9 +20,14 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["model*", "data*", "train*", "refine*", "inference*"]),
+    # csrc/ (the CPU rasterizer, compiled on first use) and checkpoints/ (the demo network) ship inside
+    # the model package, so a non-editable install finds them next to the code that reads them.
+    packages=find_packages(include=["model*", "data*", "train*", "refine*", "inference*", "view*"])
+    + ["model.csrc", "model.checkpoints"],
+    package_dir={"model.csrc": "csrc", "model.checkpoints": "checkpoints"},
     py_modules=["infer", "evaluate"],
-    package_data={"train": ["configs/*.yaml"]},
+    package_data={"train": ["configs/*.yaml"], "model.csrc": ["*.cpp", "*.h"],
+                  "model.checkpoints": ["demo/*.safetensors", "demo/*.md"]},
     include_package_data=True,
     install_requires=[
         TORCH,
@@ -37,15 +45,26 @@ setup(
         "pillow",
         "imageio",
         "imageio-ffmpeg",
+        "pycolmap>=4.2",  # camera poses for photos and videos without them (CPU wheels); COLMAP model reader
         "pyyaml",
+        "omegaconf>=2.4",
+        "psutil",
         "ninja",
+        # The browser viewer (`python -m view`, `infer.py --view`) and the .splat / compressed-PLY exports:
+        # pure-Python wheels, no CUDA needed (gsplat's exporter is plain PyTorch; its CUDA kernels are only
+        # compiled when rendering on a GPU).
+        "viser>=1.1",
+        "gsplat>=1.5.3",
     ],
     extras_require={
-        "test": ["pytest", "scikit-image", "pycolmap"],
-        "colmap": ["pycolmap"],
-        # GPU kernels. They compile against the installed torch: install them after the project with
-        # `pip install --no-build-isolation -e .[cuda]` (see README for a known-good version set).
-        "cuda": ["gsplat>=1.5.3", "packaging", "mamba-ssm", "causal-conv1d", "flash-attn"],
+        # opencv-python-headless: the resize oracle (the official pipeline's cv2.resize), tests only
+        "test": ["pytest", "scikit-image", "opencv-python-headless"],
+        # GPU kernels, for torch 2.6-2.8 with CUDA 12 (README, "GPU"). mamba-ssm, causal-conv1d and
+        # flash-attn ship no wheels on PyPI: their setup scripts fetch a prebuilt wheel matching the
+        # installed torch, hence `pip install --no-build-isolation -e .[cuda]` after torch and the project.
+        # gsplat compiles its CUDA code on first use (needs nvcc) and imports the undeclared `packaging`.
+        "cuda": ["mamba-ssm==2.3.1", "causal-conv1d==1.6.2.post1", "flash-attn==2.8.3",
+                 "gsplat==1.5.3", "packaging"],
         "wandb": ["wandb"],
     },
 )

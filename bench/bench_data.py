@@ -32,6 +32,7 @@ from data.dl3dv.shards import write_shards
 from data.procedural import ProceduralConfig, generate_scene
 from data.scene import Scene
 from data.streaming import ShardDataset
+from train.config import stage_config
 
 WIDTH, HEIGHT = 960, 540
 LENS = [-0.05, 0.01, 0.0005, -0.0005]  # k1, k2, p1, p2 of the order DL3DV's transforms.json carry
@@ -100,10 +101,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {args.scenes} shards of {args.frames} x {WIDTH}x{HEIGHT} PNG frames "
               f"({frame_mb:.2f} MB per frame) in {time.perf_counter() - t0:.1f} s")
         settings = [
-            ("stage1 256x256", "lens", DataConfig.preset("stage1")),
-            ("stage3 960x544 + FoV", "lens", DataConfig.preset("stage3")),
-            ("stage1 256x256", "pinhole", DataConfig.preset("stage1")),
-            ("stage3 960x544 + FoV", "pinhole", DataConfig.preset("stage3")),
+            ("stage1 256x256", "lens", stage_config("stage1").data),
+            ("stage3 960x544 + FoV", "lens", stage_config("stage3").data),
+            ("stage1 256x256", "pinhole", stage_config("stage1").data),
+            ("stage3 960x544 + FoV", "pinhole", stage_config("stage3").data),
         ]
         print(f"{'setting':22s} {'frames':8s} {'CPU s/sample':>12s} {'wall s/sample':>13s} {'samples/s':>9s} "
               f"{'read MB/s':>9s} {'decoded MB/s':>12s}  inputs")

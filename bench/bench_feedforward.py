@@ -32,10 +32,9 @@ import torch
 from bench.bench_refine import surface_points
 from data.procedural import generate_scene
 from data.scene import Scene
-from inference.checkpoint import DEMO_CHECKPOINT, load_checkpoint
+from model.pretrained import DEMO_CHECKPOINT, load_model
 from inference.demo import DEMO_CONFIG
-from inference.reconstruct import checkpoint_resolution
-from inference.views import choose_views, load_sample
+from inference.reconstruct import Options, scene_sample
 from model.cameras import Cameras
 from refine import RefineConfig, evaluate, from_points, random_init, refine
 
@@ -70,8 +69,8 @@ def run_scene(index: int, loaded, args) -> dict:
     seed = FIRST_SEED + index
     generated = generate_scene(DEMO_CONFIG, seed=seed)
     scene = Scene.from_arrays(f"procedural-{seed}", generated.images, generated.intrinsics, generated.c2w)
-    inputs, targets = choose_views(scene, loaded.num_views or 8, holdout=True)
-    sample = load_sample(scene, inputs, targets, checkpoint_resolution(loaded), loaded.scene_scale)
+    selection, sample = scene_sample(scene, loaded, Options(num_views=loaded.num_views or 8, holdout=True))
+    inputs, targets = selection.inputs, selection.targets
     images, cameras = sample.input_images, sample.input_cameras
     held_images, held_cameras = sample.target_images, sample.target_cameras
 
@@ -152,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
     shown = shown.relative_to(ROOT) if shown.is_relative_to(ROOT) else shown
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, checkpoint {shown}")
     torch.set_flush_denormal(True)
-    loaded = load_checkpoint(args.checkpoint)
+    loaded = load_model(args.checkpoint)
     results = []
     for i in range(args.scenes):
         tic = time.time()

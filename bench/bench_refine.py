@@ -23,7 +23,8 @@ import torch
 
 from data.procedural import ProceduralConfig, generate_scene
 from model.cameras import Cameras
-from model.gaussians import SH_C0, Gaussians
+from model.gaussians import Gaussians
+from model.render.sh import SH_C0
 from refine import RefineConfig, from_depth, from_points, refine
 
 HOLDOUT_EVERY = 8

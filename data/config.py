@@ -1,9 +1,11 @@
-"""Typed settings of the data pipeline, with the official training stages as presets.
+"""Typed settings of the data pipeline.
 
-    stage1     256x256 square crop, 32 inputs / 8 targets from a 64-128 frame window
-    stage2     512x512, same sampling
-    stage3     full frame 960x540 -> 960x544, whole video, FoV augmentation r ~ U[0.77, 1]
-    stage3_16  stage 3 with 16 inputs (the 16-view fine-tune)
+The official training stages set them in their YAML files (train/configs/stage1.yaml ... finetune16.yaml,
+read by name with `train.config.stage_config`):
+    stage1      256x256 square crop, 32 inputs / 8 targets from a 64-128 frame window
+    stage2      512x512, same sampling
+    stage3      full frame 960x540 -> 960x544, whole video, FoV augmentation r ~ U[0.77, 1]
+    finetune16  stage 3 with 16 inputs
 Evaluation uses the same settings with mode="eval" (KMeans inputs, every 8th frame as target).
 """
 
@@ -14,6 +16,10 @@ from dataclasses import dataclass, field
 
 RESOLUTION_MODES = ("square", "full")
 PORTRAIT_POLICIES = ("keep", "error")
+# "antialiased": bilinear widened by the downscale factor, every source pixel contributes (PIL's BILINEAR);
+# "bilinear": plain 2x2 interpolation at each output pixel centre (OpenCV's INTER_LINEAR, the official
+# data pipeline's resize, so what the released checkpoint was trained and evaluated on).
+RESAMPLE_FILTERS = ("antialiased", "bilinear")
 
 
 @dataclass
@@ -45,12 +51,15 @@ class ResolutionConfig:
     multiple: int = 16  # patch 8 x token merge 2
     portrait: str = "keep"  # full frame of a portrait video: "keep" (544x960) or "error"
     fov_min_ratio: float = 1.0  # training FoV augmentation zooms by 1/r, r ~ U[fov_min_ratio, 1]; 1 = off
+    resample: str = "antialiased"  # resize filter, one of RESAMPLE_FILTERS; recorded in checkpoints for inference
 
     def __post_init__(self) -> None:
         if self.mode not in RESOLUTION_MODES:
             raise ValueError(f"resolution mode must be one of {RESOLUTION_MODES}, got {self.mode!r}")
         if self.portrait not in PORTRAIT_POLICIES:
             raise ValueError(f"portrait must be one of {PORTRAIT_POLICIES}, got {self.portrait!r}")
+        if self.resample not in RESAMPLE_FILTERS:
+            raise ValueError(f"resample must be one of {RESAMPLE_FILTERS}, got {self.resample!r}")
         if not 0.0 < self.fov_min_ratio <= 1.0:
             raise ValueError(f"fov_min_ratio must be in (0, 1], got {self.fov_min_ratio}")
         if self.size < 1 or self.multiple < 1:
@@ -68,19 +77,3 @@ class DataConfig:
 
     def replace(self, **changes) -> DataConfig:
         return dataclasses.replace(self, **changes)
-
-    @staticmethod
-    def preset(name: str) -> DataConfig:
-        if name not in PRESETS:
-            raise ValueError(f"unknown data preset {name!r}; expected one of {sorted(PRESETS)}")
-        return dataclasses.replace(PRESETS[name])
-
-
-_STAGE3_VIEWS = ViewConfig(min_frame_dist=None, max_frame_dist=None)
-_STAGE3_RES = ResolutionConfig(mode="full", size=540, fov_min_ratio=0.77)
-PRESETS = {
-    "stage1": DataConfig(resolution=ResolutionConfig(size=256)),
-    "stage2": DataConfig(resolution=ResolutionConfig(size=512)),
-    "stage3": DataConfig(views=_STAGE3_VIEWS, resolution=_STAGE3_RES),
-    "stage3_16": DataConfig(views=dataclasses.replace(_STAGE3_VIEWS, num_inputs=16), resolution=_STAGE3_RES),
-}

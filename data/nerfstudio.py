@@ -49,7 +49,9 @@ def read_nerfstudio(path: str | Path, image_dir: str | None = None, distortion: 
     if not isinstance(frames, list) or not frames:
         raise SceneError(f"{where} lists no frames; a scene needs at least one posed image")
     root = json_path.parent
-    frames = sorted(frames, key=lambda f: natural_key(str(require(f, "file_path", where))))
+    # file_index[i]: the position in the file of frame i, which stored input lists count in
+    file_index = sorted(range(len(frames)), key=lambda i: natural_key(str(require(frames[i], "file_path", where))))
+    frames = [frames[i] for i in file_index]
 
     names, sources = [], []
     for f in frames:
@@ -77,7 +79,8 @@ def read_nerfstudio(path: str | Path, image_dir: str | None = None, distortion: 
             if angle is None:
                 raise SceneError(f"{where}: frame {name} has no focal length (fl_x or camera_angle_x)")
             if w is None:
-                w, h = image_size(source, name)
+                size = image_size(source, name)
+                w, h = size.width, size.height
             fx = 0.5 * w / math.tan(0.5 * float(angle))
         fy = fx if fy is None else fy
         cx = get("cx", None if w is None else w / 2)
@@ -104,4 +107,4 @@ def read_nerfstudio(path: str | Path, image_dir: str | None = None, distortion: 
     except (TypeError, ValueError):
         raise SceneError(f"{where}: intrinsics or distortion values are not numbers; fix the camera file") from None
     return Scene.from_frames(scene_id or root.name, names, sources, c2w, intrinsics, sizes, coeffs,
-                             on_distortion=distortion, camera_file=where)
+                             on_distortion=distortion, camera_file=where, extras={"file_index": file_index})

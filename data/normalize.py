@@ -81,20 +81,24 @@ def denormalize_points(points: Tensor, m: Tensor) -> Tensor:
     return out.to(points.dtype)
 
 
-def transform_gaussians(g: Gaussians, m: Tensor) -> Gaussians:
-    """Gaussians [..., N] moved by the similarity m [..., 4, 4] (leading dims match the Gaussians')."""
+def transform_gaussians(g: Gaussians, m: Tensor, chunk: int = 1 << 16) -> Gaussians:
+    """Gaussians [..., N] moved by the similarity m [..., 4, 4] (leading dims match the Gaussians').
+
+    Computed in float64, `chunk` Gaussians at a time: the float64 copies of a whole scene's SH would
+    be the largest allocation of a reconstruction after its forward pass.
+    """
     m = m.double()
     k = similarity_scale(m)  # [...]
     rot = m[..., :3, :3] / k[..., None, None]  # [..., 3, 3]
-    means = g.means.double() @ m[..., :3, :3].transpose(-1, -2) + m[..., None, :3, 3]
-    quats = quat_multiply(matrix_to_quat(rot)[..., None, :], g.quats.double())  # rotation after the Gaussian's own
-    return Gaussians(
-        means=means.to(g.means.dtype),
-        log_scales=g.log_scales + k.log().to(g.log_scales.dtype)[..., None, None],
-        quats=quats.to(g.quats.dtype),
-        opacity_logits=g.opacity_logits,
-        sh=rotate_sh(g.sh.double(), rot).to(g.sh.dtype),
-    )
+    turn = matrix_to_quat(rot)[..., None, :]  # [..., 1, 4]
+    means, quats, sh = torch.empty_like(g.means), torch.empty_like(g.quats), torch.empty_like(g.sh)
+    for start in range(0, g.count, chunk):
+        part = slice(start, start + chunk)
+        means[..., part, :] = g.means[..., part, :].double() @ m[..., :3, :3].transpose(-1, -2) + m[..., None, :3, 3]
+        quats[..., part, :] = quat_multiply(turn, g.quats[..., part, :].double())  # after the Gaussian's own
+        sh[..., part, :, :] = rotate_sh(g.sh[..., part, :, :].double(), rot)
+    return Gaussians(means=means, log_scales=g.log_scales + k.log().to(g.log_scales.dtype)[..., None, None],
+                     quats=quats, opacity_logits=g.opacity_logits, sh=sh)
 
 
 def denormalize_gaussians(g: Gaussians, m: Tensor) -> Gaussians:

@@ -3,15 +3,14 @@
     {"scene_name": str,
      "frames": [{"file_path": "images_undistort/frame0.jpg",   # relative to the JSON's folder
                  "w2c": 4x4 world-to-camera (OpenCV axes), "h", "w", "fx", "fy", "cx", "cy"}, ...],
-     "fold_8_kmeans_32_input": [frame indices], ...}                  # optional, cached eval inputs
+     "fold_8_kmeans_32_input": [frame indices], ...}                  # optional, the authors' eval inputs
 
 Images are already undistorted. Intrinsics refer to `w x h` and are rescaled to the decoded size.
-Frames keep the file's order: the cached eval input indices refer to it.
+Frames keep the file's order: the stored eval input indices refer to it.
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +20,9 @@ from model.cameras import invert_rigid
 from .errors import SceneError
 from .files import load_json, require
 from .scene import Scene, as_c2w, check_poses
+from .view_sampling import stored_lists
 
 FILE_NAME = "opencv_cameras.json"
-_EVAL_KEY = re.compile(r"^fold_(\d+)_kmeans_(\d+)_input$")
 
 
 def read_opencv_cameras(path: str | Path) -> Scene:
@@ -45,10 +44,9 @@ def read_opencv_cameras(path: str | Path) -> Scene:
         sizes = np.array([[require(f, "w", where), require(f, "h", where)] for f in frames], dtype=np.float64)
     except (TypeError, ValueError):
         raise SceneError(f"{where}: intrinsics or image sizes are not numbers; fix the camera file") from None
-    eval_inputs = {}
-    for key, value in meta.items():
-        match = _EVAL_KEY.match(key)
-        if match:
-            eval_inputs[f"{match[1]}/{match[2]}"] = [int(i) for i in value]
+    try:
+        eval_inputs = stored_lists(meta)
+    except (TypeError, ValueError):
+        raise SceneError(f"{where}: a fold_<n>_kmeans_<K>_input list is not a list of frame indices") from None
     return Scene.from_frames(str(meta.get("scene_name", json_path.parent.name)), names, sources, invert_rigid(w2c),
                              intrinsics, sizes, camera_file=where, extras={"eval_inputs": eval_inputs})

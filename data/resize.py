@@ -15,15 +15,27 @@ Every sample is one crop box of the (undistorted) frame followed by one resize, 
   the official code does: both sides rounded to multiples of 16, aspect changed by 0.7%). Portrait
   frames become 544x960 (W x H); the network is size-agnostic, but they cannot share a batch with
   landscape frames (collate explains this).
+Inference and evaluation never crop: the whole frame is resized to `inference_size`, the size the
+checkpoint's training recipe gives the capture, unless that would stretch it by more than
+ASPECT_TOLERANCE (a square-trained model and a 16:9 video): then about as many pixels at the
+capture's own aspect.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from model.cameras import Cameras
+
+from .config import RESAMPLE_FILTERS, ResolutionConfig
+
+# Relative aspect change beyond which inference stops stretching a capture to the training size.
+# 960x540 -> 960x544, the official rounding, changes it by 0.74%.
+ASPECT_TOLERANCE = 0.02
 
 
 def crop_cameras(cameras: Cameras, top: int, left: int, height: int, width: int) -> Cameras:
@@ -44,13 +56,19 @@ def crop(images: Tensor, cameras: Cameras, top: int, left: int, height: int, wid
     return images[:, top:top + height, left:left + width], crop_cameras(cameras, top, left, height, width)
 
 
-def resize(images: Tensor, cameras: Cameras, height: int, width: int) -> tuple[Tensor, Cameras]:
-    """Resize to height x width (antialiased bilinear); fx, cx scale by W'/W and fy, cy by H'/H."""
+def resize(images: Tensor, cameras: Cameras, height: int, width: int,
+           resample: str = "antialiased") -> tuple[Tensor, Cameras]:
+    """Resize to height x width with a filter of RESAMPLE_FILTERS; fx, cx scale by W'/W and fy, cy by H'/H.
+
+    "bilinear" on uint8 frames rounds like OpenCV's INTER_LINEAR: at most 1/255 apart from it.
+    """
+    if resample not in RESAMPLE_FILTERS:
+        raise ValueError(f"resample must be one of {RESAMPLE_FILTERS}, got {resample!r}")
     if images.shape[-3:-1] == (height, width):
         return images, cameras
     # [V, H, W, 3] permuted to [V, 3, H, W] is channels-last in memory: the fast path, and no copy back.
-    x = F.interpolate(images.permute(0, 3, 1, 2), size=(height, width), mode="bilinear", antialias=True,
-                      align_corners=False)
+    x = F.interpolate(images.permute(0, 3, 1, 2), size=(height, width), mode="bilinear",
+                      antialias=resample == "antialiased", align_corners=False)
     out = x.permute(0, 2, 3, 1)  # [V, H', W', 3]
     if out.is_floating_point():
         out = out.clamp(0.0, 1.0)
@@ -87,6 +105,39 @@ def full_frame_size(height: int, width: int, short_side: int = 540, multiple: in
     new_short = round(short_side / multiple) * multiple
     new_long = round(int(short_side / short * long) / multiple) * multiple
     return (new_short, new_long) if height <= width else (new_long, new_short)
+
+
+def aspect_change(size: tuple[int, int], height: int, width: int) -> float:
+    """Relative change of aspect ratio from height x width frames to `size` (H, W)."""
+    return abs((size[1] / size[0]) / (width / height) - 1.0)
+
+
+def size_for_aspect(height: int, width: int, pixels: int, multiple: int = 16) -> tuple[int, int]:
+    """(H', W'), multiples of `multiple`, of about `pixels` pixels and as close as they come to the
+    aspect of height x width frames."""
+    aspect = width / height
+    candidates = []
+    for h in (math.floor, math.ceil):
+        side = max(multiple, h((pixels / aspect) ** 0.5 / multiple) * multiple)
+        candidates.append((side, max(multiple, round(side * aspect / multiple) * multiple)))
+    for w in (math.floor, math.ceil):
+        side = max(multiple, w((pixels * aspect) ** 0.5 / multiple) * multiple)
+        candidates.append((max(multiple, round(side / aspect / multiple) * multiple), side))
+    return min(candidates, key=lambda s: (round(aspect_change(s, height, width), 9), abs(s[0] * s[1] - pixels)))
+
+
+def inference_size(height: int, width: int, resolution: ResolutionConfig) -> tuple[tuple[int, int], bool]:
+    """((H', W'), followed): the whole-frame size inference gives height x width frames.
+
+    The training recipe's size ("square": size x size; "full": `full_frame_size`), unless that changes
+    the aspect by more than ASPECT_TOLERANCE: then `size_for_aspect` with as many pixels, and
+    followed=True.
+    """
+    r = resolution
+    trained = (r.size, r.size) if r.mode == "square" else full_frame_size(height, width, r.size, r.multiple)
+    if aspect_change(trained, height, width) <= ASPECT_TOLERANCE:
+        return trained, False
+    return size_for_aspect(height, width, trained[0] * trained[1], r.multiple), True
 
 
 def to_float(images: Tensor) -> Tensor:

@@ -23,7 +23,7 @@ from model.cameras import Cameras
 
 from .distortion import grid_window, remap, undistorted_intrinsics, undistortion_grid
 from .errors import SceneError
-from .images import ImageSource, decode_image, image_size
+from .images import ImageSize, ImageSource, decode_image, image_size
 from .resize import crop as crop_views
 from .resize import crop_cameras, resize, resize_cameras, to_float
 
@@ -46,6 +46,7 @@ class Scene:
     raw_intrinsics: Tensor | None = None  # [N, 4] of the stored, distorted images; None when not distorted
     distortion: Tensor | None = None  # [N, 4] k1, k2, p1, p2 of the stored images; None when not distorted
     extras: dict = field(default_factory=dict)  # format-specific metadata (e.g. precomputed eval inputs)
+    upright: bool = True  # frames turned by their EXIF orientation (data.images); False: as stored (COLMAP)
     _grids: dict = field(default_factory=dict, repr=False)  # undistortion grids per lens and output camera
 
     def __len__(self) -> int:
@@ -68,15 +69,18 @@ class Scene:
         on_distortion: str = "undistort",
         camera_file: str = "",
         extras: dict | None = None,
-        size: tuple[int, int] | None = None,
+        size: ImageSize | None = None,
+        upright: bool = True,
     ) -> Scene:
         """Check and assemble a scene.
 
         c2w [N, 4, 4] (or [N, 3, 4]) OpenCV camera-to-world; intrinsics [N, 4] valid for images of
         `calibration_sizes` [N, 2] (width, height), rescaled here to the real decoded size (None: the
         intrinsics already refer to the stored images); distortion [N, 4] k1, k2, p1, p2 or None.
-        size: (width, height) known to be shared by all frames (e.g. checked when a shard was written);
+        size: the image size known to be shared by all frames (e.g. checked when a shard was written);
         skips reading every image header here, while `load_views` still checks each decoded frame.
+        upright: the cameras describe the frames turned by their EXIF orientation, as displayed (False:
+        as stored, which is what COLMAP describes).
         """
         where = camera_file or scene_id
         if not names:
@@ -85,7 +89,7 @@ class Scene:
             raise ValueError(f"on_distortion must be one of {DISTORTION_POLICIES}, got {on_distortion!r}")
         c2w = as_c2w(c2w, where)
         check_poses(c2w, names, where)
-        width, height = size if size is not None else _common_size(names, sources, where)
+        height, width = size if size is not None else _common_size(names, sources, where, upright)
         intrinsics = torch.as_tensor(np.asarray(intrinsics, dtype=np.float64))  # [N, 4]
         if intrinsics.shape != (len(names), 4):
             raise SceneError(f"{where}: expected intrinsics for {len(names)} frames, "
@@ -112,7 +116,7 @@ class Scene:
             else:
                 coeffs = None
         return cls(scene_id, list(names), list(sources), intrinsics, c2w, width, height, camera_file, raw, coeffs,
-                   dict(extras or {}))
+                   dict(extras or {}), upright)
 
     @classmethod
     def from_arrays(cls, scene_id: str, images: Tensor, intrinsics: Tensor, c2w: Tensor) -> Scene:
@@ -122,12 +126,13 @@ class Scene:
         return cls.from_frames(scene_id, names, arrays, c2w, intrinsics, camera_file=f"in-memory scene {scene_id}")
 
     def load_views(self, indices, crop: tuple[int, int, int, int] | None = None,
-                   size: tuple[int, int] | None = None) -> tuple[Tensor, Cameras]:
+                   size: ImageSize | None = None, resample: str = "antialiased") -> tuple[Tensor, Cameras]:
         """Decode frames `indices` [V]: (images [V, H, W, 3] float32 in [0, 1], Cameras [V]).
 
-        crop: (top, left, height, width) box of the (undistorted) frame to keep; size: (height, width)
-        to resize that box to. Done here, a distorted frame is undistorted, cropped and resized in one
-        resampling, and an undistorted one is cropped and resized in uint8 before becoming float.
+        crop: (top, left, height, width) box of the (undistorted) frame to keep; size: what to
+        resize that box to, with the filter `resample` (data/resize.py). Done here, a distorted frame
+        is undistorted, cropped and resized in one resampling, and an undistorted one is cropped and
+        resized in uint8 before becoming float.
         """
         indices = [int(i) for i in indices]
         for i in indices:
@@ -139,7 +144,7 @@ class Scene:
         cameras = self.cameras(indices)
         if self.distortion is None:
             frames, cameras = crop_views(frames, cameras, *box)
-            frames, cameras = resize(frames, cameras, height, width)
+            frames, cameras = resize(frames, cameras, height, width, resample)
             return to_float(frames), cameras
         target = resize_cameras(crop_cameras(cameras, *box), height, width)
         return self._undistort(frames, indices, target, box), target
@@ -147,7 +152,7 @@ class Scene:
     def _decode(self, indices: list[int]) -> Tensor:
         frames = []
         for i in indices:
-            array = decode_image(self.sources[i], self.names[i])  # [H, W, 3]
+            array = decode_image(self.sources[i], self.names[i], self.upright)  # [H, W, 3]
             if array.shape[:2] != (self.height, self.width):
                 raise SceneError(
                     f"image {self.names[i]} of scene {self.scene_id} is {array.shape[1]}x{array.shape[0]}, not "
@@ -170,7 +175,7 @@ class Scene:
         coeffs = None if self.distortion is None else self.distortion[idx]
         return Scene(self.scene_id, [self.names[i] for i in idx], [self.sources[i] for i in idx],
                      self.intrinsics[idx], self.c2w[idx], self.width, self.height, self.camera_file,
-                     raw, coeffs, dict(self.extras), self._grids)
+                     raw, coeffs, dict(self.extras), self.upright, self._grids)
 
     def _undistort(self, frames: Tensor, indices: list[int], target: Cameras, box: tuple[int, int, int, int]) -> Tensor:
         """One bilinear resampling from the distorted frames [V, H, W, 3] to the pinhole `target` views.
@@ -240,14 +245,14 @@ def as_c2w(c2w, where: str) -> Tensor:
     return m
 
 
-def _common_size(names: list[str], sources: list[ImageSource], where: str) -> tuple[int, int]:
-    sizes: dict[tuple[int, int], list[str]] = {}
+def _common_size(names: list[str], sources: list[ImageSource], where: str, upright: bool) -> ImageSize:
+    sizes: dict[ImageSize, list[str]] = {}
     for name, source in zip(names, sources, strict=True):
         if isinstance(source, Path) and not source.is_file():
             raise SceneError(f"{where}: frame image {source} does not exist; restore it or remove the frame")
-        sizes.setdefault(image_size(source, name), []).append(name)
+        sizes.setdefault(image_size(source, name, upright), []).append(name)
     if len(sizes) > 1:
-        shown = "; ".join(f"{w}x{h} (e.g. {v[0]}, {len(v)} frames)" for (w, h), v in list(sizes.items())[:3])
+        shown = "; ".join(f"{s.width}x{s.height} (e.g. {v[0]}, {len(v)} frames)" for s, v in list(sizes.items())[:3])
         raise SceneError(f"{where}: frames have different image sizes ({shown}); one scene needs one image size, "
                          "resize the odd frames or split the scene")
     return next(iter(sizes))

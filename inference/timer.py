@@ -1,4 +1,8 @@
-"""Wall-clock timing of pipeline stages, synchronised on CUDA so asynchronous kernels are counted."""
+"""Wall-clock timing of pipeline stages, synchronised on CUDA so asynchronous kernels are counted.
+
+A stage's end is also where its temporaries have died: the CPU memory they held is returned to the
+system there (model/cpu_allocator.py), so stages do not stack their peaks.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ import time
 from contextlib import contextmanager
 
 import torch
+
+from model.cpu_allocator import release_freed_memory
 
 
 class StageTimer:
@@ -26,3 +32,4 @@ class StageTimer:
         finally:
             self._sync()
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+            release_freed_memory()

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from model.transformer import FLASH_MAX_HEAD_DIM
+
 
 @dataclass
 class MambaConfig:
@@ -82,6 +84,12 @@ class ModelConfig:
             if self.merged_dim % self.dim:
                 raise ValueError(f"merged_dim ({self.merged_dim}) must be a multiple of dim ({self.dim}): "
                                  "the merge is a grouped convolution with one group per input channel")
+        if self.attn_head_dim < 1:
+            raise ValueError(f"attn_head_dim must be positive, got {self.attn_head_dim}")
+        if self.attention_backend == "flash" and (self.attn_head_dim % 8 or self.attn_head_dim > FLASH_MAX_HEAD_DIM):
+            raise ValueError(f"attention_backend 'flash' needs attn_head_dim a multiple of 8 up to "
+                             f"{FLASH_MAX_HEAD_DIM} (flash-attn's limits), got {self.attn_head_dim}; "
+                             "use attention_backend 'auto' or 'sdpa'")
         for width in self.widths:
             if width % self.attn_head_dim:
                 raise ValueError(f"width {width} is not a multiple of attn_head_dim {self.attn_head_dim}")

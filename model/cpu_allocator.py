@@ -5,8 +5,11 @@ mapping and returns it to the system when freed, so each large activation the ne
 costs a page fault per 4 KB page on first touch. On virtual machines that costs more than the
 arithmetic done in the tensor: a Mamba2 block took 2.3x longer per token at 64k tokens than at
 32k with the default, and the same time per token with freed memory kept
-(`python bench/bench_model.py` compares both). The price is that the process keeps its peak heap
-until it exits, which is what a reconstruction or training process needs anyway.
+(`python bench/bench_model.py` compares both). The price is that the process keeps its peak heap,
+and that the next phase of a reconstruction (pruning, rendering, metrics, the PLY) cannot always
+reuse the blocks the last one freed: `release_freed_memory` between phases hands them back, so the
+peak is that of the largest phase instead of growing phase after phase (inference/memory.py), for
+the next phase's first-touch page faults (a few percent of a reconstruction's time).
 """
 
 from __future__ import annotations
@@ -19,6 +22,14 @@ M_MMAP_THRESHOLD = -3
 _LARGEST = 2**31 - 1  # mallopt takes an int; larger allocations still get their own mapping
 
 
+def release_freed_memory() -> bool:
+    """Return the heap's free pages to the system (glibc malloc_trim); False, doing nothing, without it."""
+    if not sys.platform.startswith("linux"):
+        return False
+    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
+    return bool(trim(0)) if trim is not None else False
+
+
 def keep_freed_memory() -> bool:
     """Raise glibc's mmap and trim thresholds for this process. Returns False, changing nothing,
     where they do not exist (not Linux, or a C library without mallopt such as musl)."""
@@ -29,19 +40,3 @@ def keep_freed_memory() -> bool:
         return False
     return bool(mallopt(M_MMAP_THRESHOLD, _LARGEST)) and bool(mallopt(M_TRIM_THRESHOLD, _LARGEST))
 
-
-def release_freed_memory() -> bool:
-    """Hand the memory freed so far back to the system (glibc's malloc_trim); the settings stay.
-
-    For a process about to allocate outputs that outlive everything freed before them: the Gaussians
-    of a large scene (4 GB at 32 views of 960x544) would otherwise stack on top of the network's
-    freed working memory rather than reuse it, since a tensor above the mmap threshold gets a
-    mapping of its own. Returns False, doing nothing, where malloc_trim does not exist.
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
-    if trim is None:
-        return False
-    trim(0)
-    return True

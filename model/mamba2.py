@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from model import mamba2_native, ssd
 from model.config import MambaConfig
-from model.fast_path import log_choice
+from model.fast_path import cuda_capability, log_choice
 
 try:
     from causal_conv1d import causal_conv1d_fn
@@ -44,15 +44,96 @@ def causal_conv1d_ref(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     return F.silu(y[..., :l].squeeze(2).transpose(1, 2))
 
 
+# What causal-conv1d's CUDA kernel accepts, from its sources (causal-conv1d 1.6.2): csrc/causal_conv1d.cpp
+# checks "width between 2 and 4" and float32/float16/bfloat16 inputs; setup.py compiles sm_75 to sm_120
+# code and no PTX, so nothing older than Turing runs it; csrc/causal_conv1d.h declares its strides and
+# offsets uint32_t.
+CONV_KERNEL_WIDTHS = (2, 3, 4)
+CONV_KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+CONV_KERNEL_MIN_CAPABILITY = (7, 5)
+_KERNEL_INDEX_LIMIT = 2**32
+
+
+def conv_kernel_blocker(available: bool, device_type: str, capability: tuple[int, int] | None, width: int,
+                        dtype: torch.dtype) -> str | None:
+    """Why causal-conv1d's kernel cannot run a conv of `width` taps on `dtype` inputs here; None if it can.
+
+    A plain function of the facts it needs, so the rule is checked on machines without a GPU. The
+    input's size and layout are checked per call (`causal_conv1d`, `kernel_layout_blocker`).
+    """
+    if device_type != "cuda":
+        return f"running on {device_type}"
+    if not available:
+        return "causal_conv1d does not import"
+    if capability is not None and capability < CONV_KERNEL_MIN_CAPABILITY:
+        return (f"compute capability {capability[0]}.{capability[1]}: causal-conv1d's kernels are built for "
+                f"{CONV_KERNEL_MIN_CAPABILITY[0]}.{CONV_KERNEL_MIN_CAPABILITY[1]} and newer")
+    if width not in CONV_KERNEL_WIDTHS:
+        return f"d_conv {width}: the kernel takes 2 to 4 taps"
+    if dtype not in CONV_KERNEL_DTYPES:
+        return f"{str(dtype).removeprefix('torch.')} inputs: the kernel takes float32, float16 or bfloat16"
+    return None
+
+
+def kernel_layout_blocker(x: Tensor) -> str | None:
+    """Why causal_conv1d_fn would reject (or misread) x [b, d, l] as laid out; None if it takes it as is.
+
+    csrc/causal_conv1d.cpp, forward and backward alike: x must have x.stride(2) == 1 (channels-first,
+    no further rule) or x.stride(1) == 1; it is channels-last when x.stride(1) == 1 and x.stride(2) > 1,
+    and then it requires dim % 8 == 0, x.stride(2) % 8 == 0 and x.stride(0) % 8 == 0. The
+    channels-last kernel also moves 16 bytes at a time from x's data pointer, so that must be 16-byte
+    aligned, and every offset must fit the kernel's 32-bit index type.
+    """
+    span = 1 + sum((n - 1) * s for n, s in zip(x.shape, x.stride()))  # elements from the first to the last
+    if span > _KERNEL_INDEX_LIMIT:
+        return f"the view spans {span} elements, past the kernel's 32-bit offsets"
+    if x.stride(2) == 1:
+        return None
+    if x.stride(1) != 1:
+        return f"strides {tuple(x.stride())}: neither channels nor time is contiguous"
+    odd = [f"{name} = {value}" for name, value in
+           (("channels", x.shape[1]), ("x.stride(0)", x.stride(0)), ("x.stride(2)", x.stride(2))) if value % 8]
+    if odd:
+        return f"channels-last with {', '.join(odd)}, not a multiple of 8"
+    if x.data_ptr() % 16:
+        return "channels-last data not 16-byte aligned"
+    return None
+
+
+def kernel_input(x: Tensor) -> tuple[Tensor, str | None]:
+    """x [b, l, d] -> (x as [b, d, l] in a layout causal_conv1d_fn accepts, why it had to be copied or None).
+
+    The transposed view is used as is when the kernel takes it (the in_proj slice of the `paper`
+    widths). Otherwise one copy: channels-last ([b, l, d] contiguous, as mamba_ssm's `ensure_stride`
+    does) when d is a multiple of 8, which keeps the kernel's output [b, l, d]-contiguous for the
+    scan; channels-first, which the kernel takes for any d, when it is not.
+    """
+    view = x.transpose(1, 2)  # [b, d, l]
+    reason = kernel_layout_blocker(view)
+    if reason is None:
+        return view, None
+    if x.shape[-1] % 8 == 0:
+        return x.clone(memory_format=torch.contiguous_format).transpose(1, 2), reason
+    return view.clone(memory_format=torch.contiguous_format), reason
+
+
 def causal_conv1d(x: Tensor, weight: Tensor, bias: Tensor | None, backend: str = "auto") -> Tensor:
-    """`causal_conv1d_ref` (x [b, l, d]) on the fastest available backend: causal-conv1d's CUDA kernel or PyTorch."""
-    if backend != "torch" and causal_conv1d_fn is not None and x.is_cuda:
-        log_choice("model.mamba2", "causal conv1d: causal-conv1d CUDA kernel")
-        return causal_conv1d_fn(x.transpose(1, 2), weight, bias, activation="silu").transpose(1, 2)
+    """`causal_conv1d_ref` (x [b, l, d]) on causal-conv1d's CUDA kernel when it can run, otherwise in PyTorch.
+
+    backend: "auto", "kernel" (an error if the kernel cannot run) or "torch".
+    """
+    blocker = "requested" if backend == "torch" else conv_kernel_blocker(
+        causal_conv1d_fn is not None, x.device.type, cuda_capability(x.device), weight.shape[-1], x.dtype)
+    if blocker is None and x.numel() >= _KERNEL_INDEX_LIMIT:
+        blocker = f"{x.numel()} elements, past the kernel's 32-bit offsets"
+    if blocker is None:
+        x_t, copied = kernel_input(x)
+        log_choice("model.mamba2", "causal conv1d: causal-conv1d CUDA kernel"
+                   + (f" ({x.shape[-1]}-channel input copied to a layout it takes: {copied})" if copied else ""))
+        return causal_conv1d_fn(x_t, weight, bias, activation="silu").transpose(1, 2)
     if backend == "kernel":
-        raise RuntimeError("conv backend 'kernel' requested but causal-conv1d is unavailable "
-                           "or the tensors are not on CUDA")
-    log_choice("model.mamba2", "causal conv1d: PyTorch shifted multiply-adds")
+        raise RuntimeError(f"conv backend 'kernel' requested but causal-conv1d cannot run: {blocker}")
+    log_choice("model.mamba2", f"causal conv1d: PyTorch shifted multiply-adds ({blocker})")
     return causal_conv1d_ref(x, weight, bias)
 
 

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import torch
 
-CSRC = Path(__file__).resolve().parents[1] / "csrc"
+_HERE = Path(__file__).resolve().parent
+# A wheel ships the sources inside this package (setup.py); a source checkout keeps them at its top level.
+CSRC = _HERE / "csrc" if (_HERE / "csrc").is_dir() else _HERE.parent / "csrc"
 
 
 def _build_name(namespace: str, files: tuple[str, ...], flags: tuple[str, ...]) -> str:
@@ -40,7 +42,7 @@ def load_library(namespace: str, sources: tuple[str, ...], headers: tuple[str, .
     if missing:
         raise RuntimeError(
             f"the sources of {what} are missing from {CSRC} ({', '.join(missing)}); "
-            "install the project from a full source checkout (pip install -e .)"
+            "reinstall the project (pip install .) or use a full source checkout"
         )
     name = _build_name(namespace, sources + headers, cflags + ldflags)
     build_dir = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root()) / name

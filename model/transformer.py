@@ -1,7 +1,8 @@
 """Pre-norm transformer block over the whole multi-view token sequence (official layout, no biases).
 
-Attention runs through flash-attn on CUDA with half-precision inputs when it imports, otherwise
-through PyTorch's scaled_dot_product_attention (which has its own fused CPU and CUDA kernels).
+Attention runs through flash-attn where it can (it imports, CUDA tensors in fp16/bf16, an Ampere or
+newer GPU, a head dim it supports: `flash_blocker`), otherwise through PyTorch's
+scaled_dot_product_attention (which has its own fused CPU and CUDA kernels).
 `attention_ref` is the plain softmax formula, the test oracle.
 """
 
@@ -11,13 +12,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from model.fast_path import log_choice
+from model.fast_path import cuda_capability, log_choice
 
 try:
     from flash_attn import flash_attn_func
 except Exception:  # CPU-only machines: flash-attn is a CUDA-only extra
     flash_attn_func = None
-
 
 
 def attention_ref(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
@@ -26,18 +26,50 @@ def attention_ref(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     return torch.einsum("bhqk,bkhd->bqhd", scores.softmax(-1), v)
 
 
+# flash-attn 2.x's limits, from csrc/flash_attn/flash_api.cpp (2.8.3), forward and backward alike:
+# "FlashAttention only supports Ampere GPUs or newer" (compute capability major >= 8), "only support
+# fp16 and bf16 data type", "head dimension at most 256", a head size "that is a multiple of 8".
+# (Its Python wrapper zero-pads other head sizes to a multiple of 8; a copy per call, so not taken.)
+FLASH_MIN_CAPABILITY = (8, 0)
+FLASH_DTYPES = (torch.float16, torch.bfloat16)
+FLASH_MAX_HEAD_DIM = 256
+
+
+def flash_blocker(available: bool, device_type: str, capability: tuple[int, int] | None, dtype: torch.dtype,
+                  head_dim: int) -> str | None:
+    """Why flash-attn cannot run attention on these inputs; None if it can.
+
+    A plain function of the facts it needs, so the rule is checked on machines without a GPU.
+    """
+    if device_type != "cuda":
+        return f"running on {device_type}"
+    if not available:
+        return "flash_attn does not import"
+    if capability is not None and capability < FLASH_MIN_CAPABILITY:
+        return f"compute capability {capability[0]}.{capability[1]}: flash-attn 2 needs 8.0 (Ampere) or newer"
+    if dtype not in FLASH_DTYPES:
+        return f"{str(dtype).removeprefix('torch.')} inputs: flash-attn takes float16 or bfloat16 (bf16 precision)"
+    if head_dim % 8 or head_dim > FLASH_MAX_HEAD_DIM:
+        return f"head dim {head_dim}: flash-attn takes multiples of 8 up to {FLASH_MAX_HEAD_DIM}"
+    return None
+
+
 def attention(q: Tensor, k: Tensor, v: Tensor, backend: str = "auto") -> Tensor:
-    """Full (non-causal) attention, q, k, v [B, L, H, d] -> [B, L, H, d]; backend auto | flash | sdpa."""
+    """Full (non-causal) attention, q, k, v [B, L, H, d] -> [B, L, H, d]; backend auto | flash | sdpa.
+
+    "auto" takes flash-attn where `flash_blocker` allows and SDPA otherwise, logging why once;
+    "flash" is an error where flash-attn cannot run.
+    """
     if backend not in ("auto", "flash", "sdpa"):
         raise ValueError(f"unknown attention backend {backend!r}; valid: 'auto', 'flash', 'sdpa'")
-    flash_ok = flash_attn_func is not None and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16)
-    if backend == "flash" and not flash_ok:
-        raise RuntimeError("attention backend 'flash' requested but flash-attn is not importable or the "
-                           f"inputs are not half-precision CUDA tensors (device {q.device}, dtype {q.dtype})")
-    if backend != "sdpa" and flash_ok:
+    blocker = "requested" if backend == "sdpa" else flash_blocker(
+        flash_attn_func is not None, q.device.type, cuda_capability(q.device), q.dtype, q.shape[-1])
+    if blocker is None:
         log_choice("model.transformer", "attention: flash-attn flash_attn_func")
         return flash_attn_func(q, k, v)
-    log_choice("model.transformer", "attention: torch scaled_dot_product_attention")
+    if backend == "flash":
+        raise RuntimeError(f"attention backend 'flash' requested but flash-attn cannot run: {blocker}")
+    log_choice("model.transformer", f"attention: torch scaled_dot_product_attention ({blocker})")
     out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))  # [B, H, L, d]
     return out.transpose(1, 2)
 

@@ -1,101 +1,203 @@
-"""Typed configs: dataclasses built from dicts and YAML files, with `a.b=value` overrides.
+"""Typed configs: dataclasses validated by OmegaConf, filled from YAML files, dicts and `a.b=value` overrides.
 
 Every component describes its settings as a dataclass with defaults and, where useful, a dict of
-named presets. This module turns nested dicts (from YAML, a checkpoint, or the command line) into
-those dataclasses, rejecting unknown keys with a message that lists the valid ones, so a typo in a
-config never silently falls back to a default.
+named presets. OmegaConf's structured configs check every value against the dataclass's field types
+as it is set (an int field refuses 2.5, a list field refuses a bare string, a bool refuses "maybe")
+and refuse keys the dataclass does not have; the dataclass's own `__post_init__` then checks what
+types cannot say (ranges, combinations). Each value is set on its own, so every refusal names its
+key: a mistake in a config file or on the command line is one line that says which key, what it
+expects and what it got, never a silent fallback to a default.
+
+One syntax for overrides everywhere: `key.sub=value`, the value parsed like a YAML value by
+OmegaConf (`optim.lr=2e-4`, `data.paths=[/a, /b]`, `checkpoint.init_from=null`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
+import types
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 T = TypeVar("T")
 
 
-def from_dict(cls: type[T], values: dict[str, Any], where: str = "") -> T:
-    """Build dataclass `cls` from a (nested) dict, type-checking dataclass fields recursively."""
-    if not isinstance(values, dict):
-        raise ValueError(f"config{where or ''} must be a mapping, got {type(values).__name__}")
-    hints = typing.get_type_hints(cls)
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise ValueError(f"unknown config key(s) {unknown} in {cls.__name__}{where}; valid keys: {sorted(known)}")
-    kwargs = {}
-    for name, value in values.items():
-        hint = hints[name]
-        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
-            value = from_dict(hint, value, f"{where}.{name}")
-        kwargs[name] = _coerce(hint, value, f"{cls.__name__}{where}.{name}")
-    return cls(**kwargs)
+class ConfigError(ValueError):
+    """A config file, dict or override the schema refuses; the message is one line naming the key."""
 
 
-def _coerce(hint: Any, value: Any, where: str) -> Any:
-    """Convert YAML/CLI scalars to the declared type (YAML reads `2e-4` as a string, lists as lists)."""
-    origin = typing.get_origin(hint)
-    try:
-        if hint is float and isinstance(value, (int, float, str)) and not isinstance(value, bool):
-            return float(value)
-        if hint is int and isinstance(value, str):
-            return int(value)
-        if (hint is tuple or origin is tuple) and isinstance(value, list):
-            return tuple(value)
-    except ValueError:
-        raise ValueError(f"config value {where}={value!r} is not a valid {getattr(hint, '__name__', hint)}") from None
-    return value
+def from_dict(cls: type[T], values: dict[str, Any], where: str = "", base: T | None = None) -> T:
+    """Build dataclass `cls` from a (nested) dict, merged field by field over `base` (default: cls()).
+
+    where: the key prefix the dict sits at, for messages (e.g. "model.overrides").
+    """
+    config = _schema(cls, base)
+    _merge(config, values, where)
+    return _build(config, where)
 
 
 def to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
-def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply command-line overrides `key.sub=value` (value parsed as YAML) to a nested dict copy."""
-    out = _deep_copy(values)
-    for item in overrides:
-        if "=" not in item:
-            raise ValueError(f"override {item!r} must look like key=value (e.g. optim.lr=1e-4)")
-        key, raw = item.split("=", 1)
-        node = out
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            child = node.get(part)
-            if not isinstance(child, dict):
-                raise ValueError(f"override {item!r}: {part!r} is not a config section")
-            node = child
-        node[parts[-1]] = yaml.safe_load(raw)
+def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested dict as {"dotted.key": leaf value}; an empty dict is a leaf."""
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
     return out
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """`key.sub=value` -> ("key.sub", value), the value parsed by OmegaConf's YAML rules."""
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {item!r} must look like key.sub=value (e.g. optim.lr=1e-4)")
+    try:
+        parsed = OmegaConf.from_dotlist([f"value={raw}"])
+    except (yaml.YAMLError, OmegaConfBaseException) as e:
+        raise ConfigError(f"override {item!r}: the value is not valid YAML ({_first_line(e)}); quote text that "
+                          "holds brackets, braces, commas or colons, e.g. key=['/a/{0..3}.tar']") from None
+    return key, OmegaConf.to_container(parsed, resolve=False)["value"]
+
+
+def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `key.sub=value` overrides to a nested dict copy (types are checked by `from_dict` after)."""
+    out = OmegaConf.create(values)
+    for item in overrides:
+        key, value = parse_override(item)
+        parent, _, name = key.rpartition(".")
+        node = OmegaConf.select(out, parent) if parent else out
+        if not isinstance(node, DictConfig):
+            raise ConfigError(f"override {item!r}: {parent} is not a config section")
+        node[name] = value
+    return OmegaConf.to_container(out, resolve=False)
 
 
 def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: list[str] = (),
                 base: T | None = None) -> T:
-    """Defaults (or `base`) <- YAML file <- overrides, validated into dataclass `cls`."""
-    values = to_dict(base if base is not None else cls())
+    """Defaults (or `base`) <- YAML file (merged key by key) <- overrides (each replaces its key), validated."""
+    config = _schema(cls, base)
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file {path} does not exist")
-        loaded = yaml.safe_load(path.read_text()) or {}
-        values = _merge(values, loaded)
-    return from_dict(cls, apply_overrides(values, list(overrides)))
+        _merge(config, read_yaml(path), "", source=str(path))
+    for item in overrides:
+        key, value = parse_override(item)
+        _set(config, key, value, merge=False)
+    return _build(config, "")
 
 
-def _merge(base: dict, update: dict) -> dict:
-    out = _deep_copy(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
+def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    """A YAML mapping from a file; a missing, unreadable or malformed file is a one-line ConfigError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        values = OmegaConf.to_container(OmegaConf.load(path), resolve=False)  # refuses duplicate keys
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or _first_line(e)
+        raise ConfigError(f"config file {path} is not valid YAML{at}: {problem}; fix the file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config file {path} cannot be read ({e})") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys at the top level, "
+                          f"not a {type(values).__name__}")
+    return values
 
 
-def _deep_copy(values: dict) -> dict:
-    return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in values.items()}
+def _schema(cls: type, base: Any) -> DictConfig:
+    config = OmegaConf.structured(base if base is not None else cls)
+    OmegaConf.set_readonly(config, False)  # frozen dataclasses give read-only configs
+    return config
+
+
+def _merge(config: DictConfig, values: Any, where: str, source: str = "") -> None:
+    """Set every leaf of the nested dict `values` on `config`: sections merge, values replace."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"config{' ' + where if where else ''} must be a mapping, got {type(values).__name__}")
+    for key, value in flatten(values).items():
+        _set(config, key, value, merge=True, where=where, source=source)
+
+
+def _set(config: DictConfig, key: str, value: Any, merge: bool, where: str = "", source: str = "") -> None:
+    try:
+        OmegaConf.update(config, key, value, merge=merge)
+    except OmegaConfBaseException as e:
+        raise ConfigError(_describe(config, key, value, e, where) + (f" (in {source})" if source else "")) from None
+
+
+def _build(config: DictConfig, where: str) -> Any:
+    """The dataclass instance (its `__post_init__` checks run here and raise their own ValueError)."""
+    try:
+        return OmegaConf.to_object(config)
+    except OmegaConfBaseException as e:
+        at = f" at {_join(where, e.full_key)}" if getattr(e, "full_key", None) else ""
+        raise ConfigError(f"config{at} cannot be built: {_first_line(e)}") from None
+
+
+def _describe(config: DictConfig, key: str, value: Any, error: OmegaConfBaseException, where: str) -> str:
+    """One line naming the offending key and, for a wrong value, the type its field expects."""
+    failed = getattr(error, "full_key", None) or key
+    parent, _, name = failed.rpartition(".")
+    if isinstance(error, (ConfigKeyError, ConfigAttributeError)):
+        section = OmegaConf.select(config, parent) if parent else config
+        valid = sorted(section.keys()) if isinstance(section, DictConfig) else []
+        close = difflib.get_close_matches(name, valid, n=1)
+        hint = f" (did you mean {_join(where, _join(parent, close[0]))}?)" if close else ""
+        section_name = _join(where, parent) or "the config"
+        return f"unknown config key {_join(where, failed)}{hint}; valid keys of {section_name}: {valid}"
+    owner = OmegaConf.get_type(OmegaConf.select(config, parent) if parent else config)
+    hint = typing.get_type_hints(owner).get(name) if dataclasses.is_dataclass(owner) else None
+    if failed != key:  # an intermediate key holds a plain value: `steps.x=1` where steps is a number
+        kind = _expected(hint, failed)
+        return f"unknown config key {_join(where, key)}: {_join(where, failed)} is {kind}, not a section"
+    return f"{_join(where, key)} must be {_expected(hint, _join(where, key), value)}, got {value!r}"
+
+
+def _expected(hint: Any, key: str, value: Any = None) -> str:
+    """A reader's name for a field type: 'an integer', 'a list such as key=[a, b]', ..."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        names = [_expected(a, key, value) for a in args if a is not type(None)]
+        return " or ".join(names) + (" or null" if type(None) in args else "")
+    if hint is bool:
+        return "true or false"
+    if hint is int:
+        return "an integer"
+    if hint is float:
+        return "a number"
+    if hint is str:
+        return "a string"
+    if hint in (tuple, list) or origin in (tuple, list):
+        example = value if isinstance(value, (str, int, float)) and not isinstance(value, bool) else "a, b"
+        if origin is tuple and len(args) > 1 and args[-1] is not Ellipsis:
+            return f"a list of {len(args)} values such as {key}=[{', '.join(['...'] * len(args))}]"
+        return f"a list in brackets, such as {key}=[{example}]"
+    if hint is dict or origin is dict:
+        return f"a mapping in braces, such as {key}={{name: value}}"
+    if dataclasses.is_dataclass(hint):
+        first = dataclasses.fields(hint)[0].name
+        return f"a section (set its keys, such as {key}.{first}=...)"
+    return f"a {getattr(hint, '__name__', hint)}"
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where and key else where or key
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

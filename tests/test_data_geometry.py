@@ -16,6 +16,7 @@ from data.normalize import (
     normalization_transform,
     normalize_poses,
     transform_c2w,
+    transform_gaussians,
 )
 from data.pipeline import SampleBuilder
 from data.procedural import ProceduralConfig, generate_scene
@@ -245,6 +246,10 @@ def test_denormalize_gaussians_maps_geometry_and_colour(proc):
     batched = denormalize_gaussians(Gaussians.stack([gauss, gauss]), torch.stack([m, m]))
     assert torch.allclose(batched.means[1], world.means, atol=1e-6)
     assert torch.allclose(batched.sh[0], world.sh, atol=1e-6)
+    # moved a few Gaussians at a time (what bounds the float64 copies of a large scene): the same values
+    pieces = transform_gaussians(Gaussians.stack([gauss, gauss]), torch.linalg.inv(torch.stack([m, m])), chunk=7)
+    for name in ("means", "log_scales", "quats", "sh"):
+        assert torch.allclose(getattr(pieces, name), getattr(batched, name), rtol=1e-6, atol=1e-7)
 
 
 def test_undistort_points_inverts_distort():

@@ -2,6 +2,8 @@
 
 import dataclasses
 import io
+import json
+import shutil
 import tarfile
 import warnings
 
@@ -64,6 +66,57 @@ def test_conversion_resumes(scene_root, tmp_path, capsys):
     assert (tmp_path / "shard-000000.tar").stat().st_mtime_ns == first
     assert (tmp_path / "shard-000001.tar").is_file() and not list(tmp_path.glob("*.partial"))
     assert "1 shards kept from an earlier run" in capsys.readouterr().out
+    assert stored_keys(tmp_path) == ["a1", "b2", "c3"]
+
+
+def stored_keys(out) -> list[str]:
+    """Every scene key in every shard under `out`, duplicates included, sorted."""
+    return sorted(name.split(".")[0] for shard in out.glob("shard-*.tar") for name in members(shard)
+                  if name.endswith(".cameras.json"))
+
+
+def test_rerun_after_adding_scenes_converts_each_scene_once(scene_root, tmp_path, capsys):
+    """Scenes added to --src between runs sort among the old ones: a rerun going by shard numbers
+    would keep shards whose scene groups have shifted, losing one scene and storing another twice."""
+    src = tmp_path / "src"
+    shutil.copytree(scene_root, src / "1K")
+    out = tmp_path / "shards"
+    args = ["--src", str(src), "--out", str(out), "--shard-size", "2"]
+    assert convert(args) == 0
+    assert stored_keys(out) == ["a1", "b2", "c3"]
+    shutil.copytree(src / "1K" / "a1", src / "1K" / "a0")  # sorts first
+    shutil.copytree(src / "1K" / "b2", src / "1K" / "b3")  # sorts between b2 and c3
+    shutil.copytree(src / "1K" / "c3", src / "2K" / "c3")  # same name, another batch folder: another scene
+    before = {p.name: p.stat().st_mtime_ns for p in out.glob("shard-*.tar")}
+    assert convert(args) == 0
+    assert stored_keys(out) == ["a0", "a1", "b2", "b3", "c3", "c3"]  # each scene once; c3 twice: two scenes
+    assert "2 shards kept from an earlier run" in capsys.readouterr().out
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("shard-*.tar") if p.name in before} == before
+    sources = sorted(e["source"] for info in out.glob("shard-*.json") for e in json.loads(info.read_text())["samples"])
+    assert sources == ["1K/a0", "1K/a1", "1K/b2", "1K/b3", "1K/c3", "2K/c3"]
+    index = json.loads((out / "index.json").read_text())
+    assert index["num_samples"] == 6 and len(index["shards"]) == 4
+    assert convert(args) == 0  # nothing left to do
+    assert stored_keys(out) == ["a0", "a1", "b2", "b3", "c3", "c3"]
+
+
+def test_interrupted_conversion_loses_and_repeats_nothing(scene_root, tmp_path, monkeypatch):
+    out = tmp_path / "shards"
+    opened = []
+
+    def crash_on_third(path, **kwargs):
+        opened.append(path)
+        if len(opened) == 3:
+            raise KeyboardInterrupt  # killed while writing the second shard
+        return read_dl3dv(path, **kwargs)
+
+    monkeypatch.setattr("data.dl3dv.convert.read_dl3dv", crash_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        convert(["--src", str(scene_root), "--out", str(out), "--shard-size", "2"])
+    monkeypatch.undo()
+    assert stored_keys(out) == ["a1", "b2"]
+    assert convert(["--src", str(scene_root), "--out", str(out), "--shard-size", "1"]) == 0
+    assert stored_keys(out) == ["a1", "b2", "c3"] and not list(out.glob("*.partial"))
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from model.gaussians import SH_C0, Gaussians, rgb_to_sh0, sh_degree_for
+from model.gaussians import Gaussians, rgb_to_sh0, sh_degree_for
+from model.render.sh import SH_C0
 
 
 def make(n=50, k=16, seed=0, batch=()):
@@ -40,15 +41,30 @@ def test_prune_by_threshold_matches_manual_selection():
     assert torch.equal(pruned.sh, g.sh[keep])
 
 
-def test_prune_by_keep_ratio_keeps_the_most_opaque_in_order():
+def test_prune_by_keep_ratio_keeps_the_most_opaque_by_decreasing_opacity():
     g = make(n=40)
     pruned = g.prune(keep_ratio=0.25)
     assert pruned.count == 10
     order = torch.argsort(g.opacity_logits, descending=True)[:10]
-    expected = g.means[torch.sort(order).values]
-    assert torch.equal(pruned.means, expected)
+    assert torch.equal(pruned.means, g.means[order])
     both = g.prune(min_opacity=0.9, keep_ratio=0.5)
     assert both.count == min(20, int((g.opacities > 0.9).sum()))
+
+
+def test_official_keep_rule_top_36_percent_then_seeded_random_4_percent():
+    """Counts and draw as written in the official forward: int(N * 0.36) by opacity, then
+    int(N * 0.04) of the rest picked by torch.randperm after torch.manual_seed(seed)."""
+    n = 1037
+    g = make(n=n, seed=4)
+    pruned = g.prune(keep_ratio=1 - 0.6, random_ratio=0.1, seed=7)
+    n_top, n_random = int(n * (0.4 - 0.4 * 0.1)), int(n * 0.4 * 0.1)
+    assert (n_top, n_random) == (373, 41) and pruned.count == n_top + n_random
+    order = torch.sort(g.opacity_logits, descending=True).indices
+    torch.manual_seed(7)
+    expected = torch.cat([order[:n_top], order[n_top:][torch.randperm(n - n_top)[:n_random]]])
+    assert torch.equal(pruned.means, g.means[expected])
+    assert torch.equal(g.prune(keep_ratio=0.4, random_ratio=0.1, seed=7).quats, pruned.quats)  # deterministic
+    assert not torch.equal(g.prune(keep_ratio=0.4, random_ratio=0.1, seed=8).means, pruned.means)
 
 
 def test_batch_cat_stack_scene_index():

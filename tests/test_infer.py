@@ -1,6 +1,9 @@
 """End-to-end: infer.py on a small generated scene with a tiny network, and every bad input."""
 
 import json
+import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +12,8 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 import infer
 from data.procedural import ProceduralConfig, generate_scene, write_dl3dv_scene
@@ -130,8 +134,6 @@ def bad_cases(tmp_path, scene_dir, checkpoint):
     write_checkpoint(other_arch)
     meta_config = to_dict(build_model("tiny").config)
     meta_config["merged_dim"] = 96  # a valid network, but not the one these weights belong to
-    from safetensors import safe_open
-
     with safe_open(str(other_arch), framework="pt") as f:
         state = {k: f.get_tensor(k) for k in f.keys()}
     save_file(state, str(other_arch), metadata={"model_config": json.dumps(meta_config)})
@@ -154,14 +156,25 @@ def bad_cases(tmp_path, scene_dir, checkpoint):
     ] + ([] if torch.cuda.is_available() else [(["--views", scene_dir, *ok, "--device", "cuda"], "no CUDA device")])
 
 
+def one_error_line(code: int, err: str, fragment: str) -> str:
+    """The single `error:` line of a refused run (exit code 2, no traceback), which must contain `fragment`."""
+    assert code == infer.EXIT_BAD_INPUT, err
+    lines = [line for line in err.strip().splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and fragment in lines[0], err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def refused(args, capsys, fragment: str) -> str:
+    code, cap = run(args, capsys)
+    return one_error_line(code, cap.err, fragment)
+
+
 def test_bad_inputs_give_one_clear_line(tmp_path, scene_dir, checkpoint, capsys):
     for args, fragment in bad_cases(tmp_path, scene_dir, checkpoint):
-        args = args + ([] if "--out" in args else ["--out", tmp_path / "o" / str(abs(hash(str(args))))])
-        code, cap = run(args, capsys)
-        assert code == infer.EXIT_BAD_INPUT, (args, cap.err)
-        lines = [line for line in cap.err.strip().splitlines() if line.startswith("error:")]
-        assert len(lines) == 1 and fragment in lines[0], (args, cap.err)
-        assert "Traceback" not in cap.err
+        out = tmp_path / "o" / str(abs(hash(str(args))))
+        refused(args + ([] if "--out" in args else ["--out", out]), capsys, fragment)
+        assert not out.exists()  # a folder the run created is removed again
     assert (tmp_path / "full" / "mine.txt").read_text() == "keep me"
 
 
@@ -171,3 +184,125 @@ def test_fewer_frames_than_requested_uses_all_with_a_warning(scene_dir, checkpoi
     assert code == 0, cap.err
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["num_inputs"] == 20
     assert "fewer than the 64 requested" in caplog.text
+
+
+def run_limited(args, file_size: int | None = None, memory: int | None = None) -> subprocess.CompletedProcess:
+    """infer.py in a child process whose files may not grow beyond `file_size` bytes (a write past it
+    fails with EFBIG, as on a full disk) and whose address space is capped at `memory` bytes."""
+    limits = "".join([
+        f"signal.signal(signal.SIGXFSZ, signal.SIG_IGN); resource.setrlimit(resource.RLIMIT_FSIZE, ({file_size},) * 2);"
+        if file_size is not None else "",
+        f"resource.setrlimit(resource.RLIMIT_AS, ({memory},) * 2);" if memory is not None else ""])
+    code = f"import resource, runpy, signal, sys; {limits} sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+    return subprocess.run([sys.executable, "-c", code, str(ROOT / "infer.py"), *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def rasterizer_built():
+    """The CPU rasterizer compiled here, so children that cannot write large files only load it."""
+    from model.render.native import load_ops
+
+    load_ops()
+
+
+def test_unwritable_out_is_refused_before_any_work(scene_dir, checkpoint, tmp_path, rasterizer_built):
+    args = ["--views", scene_dir, "--checkpoint", checkpoint, "--num-views", 4, *RESOLUTION, "--no-lpips", "--eval"]
+    proc = run_limited([*args, "--out", tmp_path / "new" / "out"], file_size=0)  # no byte can be written
+    one_error_line(proc.returncode, proc.stderr, "cannot be written to (File too large)")
+    assert "checkpoint:" not in proc.stdout  # refused before the checkpoint was even loaded
+    assert not (tmp_path / "new").exists()
+    if os.geteuid() != 0:  # permissions do not stop root
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o555)
+        proc = run_limited([*args, "--out", locked, "--overwrite"])
+        one_error_line(proc.returncode, proc.stderr, "cannot be written to (Permission denied)")
+        assert "checkpoint:" not in proc.stdout
+
+
+def test_failed_write_leaves_the_folder_as_it_was(scene_dir, checkpoint, tmp_path, rasterizer_built):
+    """A write failing half way (renders written, the PLY too large) removes every partial output and
+    leaves what the folder held untouched, our earlier outputs included."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep me")
+    (out / "metrics.json").write_text('{"from": "an earlier run"}')
+    proc = run_limited(["--views", scene_dir, "--checkpoint", checkpoint, "--num-views", 4, *RESOLUTION, "--eval",
+                        "--no-lpips", "--min-opacity", 0, "--out", out, "--overwrite"], file_size=64 * 1024)
+    one_error_line(proc.returncode, proc.stderr, f"writing the outputs to {out} failed (File too large)")
+    assert "held-out" not in proc.stdout  # the renders were written before the PLY failed
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "mine.txt"]
+    assert (out / "mine.txt").read_text() == "keep me"
+    assert json.loads((out / "metrics.json").read_text()) == {"from": "an earlier run"}
+
+
+def test_pruning_options_and_broken_weights_are_refused(scene_dir, checkpoint, tmp_path, capsys):
+    ok = ["--views", scene_dir, "--num-views", 4, *RESOLUTION, "--no-lpips", "--out", tmp_path / "out"]
+    for value in ("2", "1", "nan", "-0.1"):
+        refused([*ok, "--checkpoint", checkpoint, "--min-opacity", value], capsys, "--min-opacity must be in [0, 1)")
+    for option in ("--keep-ratio", "--random-ratio", "--scene-scale"):
+        refused([*ok, "--checkpoint", checkpoint, option, "nan"], capsys, f"{option} must be")
+    refused([*ok, "--checkpoint", checkpoint, "--scene-scale", "inf"], capsys, "--scene-scale must be positive and finite")
+    # every Gaussian of the random network is about 0.12 opaque: a threshold above drops them all
+    refused([*ok, "--checkpoint", checkpoint, "--min-opacity", "0.99"], capsys, "pruning kept none of the 8192")
+
+    state = load_file(str(checkpoint))
+    with safe_open(str(checkpoint), framework="pt") as f:
+        meta = f.metadata()
+    for name, broken, fragment in [
+        ("nan.safetensors", {"blocks.0.mamba.in_proj.weight": float("nan")}, "NaN or infinite weights in 1 tensor(s) "
+         "(blocks.0.mamba.in_proj.weight)"),
+        ("inf.safetensors", {"tokenizer.global_tokens": float("inf")}, "NaN or infinite weights"),
+        # finite weights so large the head overflows: the prediction itself is checked
+        ("huge.safetensors", {"head.proj.weight": 1e38}, "predicted NaN or infinite Gaussian"),
+    ]:
+        tensors = {k: v.clone() for k, v in state.items()}
+        for key, value in broken.items():
+            tensors[key].fill_(value)
+        save_file(tensors, str(tmp_path / name), metadata=meta)
+        refused([*ok, "--checkpoint", tmp_path / name], capsys, fragment)
+    assert not (tmp_path / "out").exists()
+
+
+def test_checkpoint_kind_is_read_from_the_content(scene_dir, checkpoint, tmp_path, capsys):
+    """A safetensors file named .pt loads as itself; a PyTorch file named .safetensors goes to the
+    PyTorch loader; a pickled payload is refused without running it or naming an option the CLI lacks."""
+    args = ["--views", scene_dir, "--num-views", 4, *RESOLUTION, "--no-lpips", "--min-opacity", 0]
+    renamed = tmp_path / "model.pt"
+    shutil.copy(checkpoint, renamed)
+    for name, ckpt in (("renamed", renamed), ("original", checkpoint)):
+        code, cap = run([*args, "--checkpoint", ckpt, "--out", tmp_path / name], capsys)
+        assert code == 0, cap.err
+    assert (tmp_path / "renamed" / "gaussians.ply").read_bytes() == (tmp_path / "original" / "gaussians.ply").read_bytes()
+
+    torch_file = tmp_path / "weights.safetensors"
+    torch.save(load_file(str(checkpoint)), torch_file)
+    line = refused([*args, "--checkpoint", torch_file, "--out", tmp_path / "o"], capsys, "official Long-LRM checkpoint")
+    assert "does not match the model" in line  # read as a PyTorch state dict, not parsed as safetensors
+
+    marker = tmp_path / "payload-ran"
+    torch.save({"model": _Payload(str(marker))}, tmp_path / "payload.pt")
+    line = refused([*args, "--checkpoint", tmp_path / "payload.pt", "--out", tmp_path / "o"], capsys,
+                   "holds Python objects besides tensors")
+    assert "allow_pickle" not in line and not marker.exists()
+
+
+class _Payload:
+    """Unpickling this creates a file: what a weights-only load must never do."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+def test_resolution_beyond_memory_is_refused_naming_one_that_fits(scene_dir, checkpoint, tmp_path):
+    """Checked before a frame is decoded at that size: the child's address space is capped at 4 GB,
+    and a 20000x20000 view alone takes 4.8 GB as float."""
+    proc = run_limited(["--views", scene_dir, "--checkpoint", checkpoint, "--num-views", 4, "--resolution",
+                        "20000x20000", "--no-lpips", "--out", tmp_path / "out"], memory=4 * 2**30)
+    line = one_error_line(proc.returncode, proc.stderr, "4 input views at 20000x20000 need about ")
+    width, height = (int(v) for v in re.search(r"--resolution (\d+)x(\d+) would fit", line).groups())
+    assert width == height and width % 16 == 0 and 256 <= width < 20000
+    assert not (tmp_path / "out").exists()

@@ -115,8 +115,9 @@ def test_load_file_wrapped_like_the_official_trainer(tmp_path):
     torch.save({"model": official, "optimizer": {"state": {}, "param_groups": []},
                 "param_update_steps_done": 10000}, path)
     loaded = load_official_checkpoint(path, config=config)
-    assert loaded.step == 10000 and loaded.scene_scale == 1.35 and (loaded.width, loaded.height) == (960, 544)
-    assert loaded.num_views == 32 and sorted(loaded.dropped_keys) == sorted(AUXILIARY)
+    recipe = loaded.recipe
+    assert loaded.step == 10000 and recipe.scene_scale == 1.35 and (recipe.width, recipe.height) == (960, 544)
+    assert recipe.num_views == 32 and sorted(loaded.dropped_keys) == sorted(AUXILIARY)
     for (name, a), (_, b) in zip(source.state_dict().items(), loaded.model.state_dict().items()):
         assert torch.equal(a, b), name
 

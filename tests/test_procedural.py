@@ -9,6 +9,7 @@ import math
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -308,6 +309,28 @@ def test_command_line(tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli_main(["--out", str(tmp_path / "x"), "--width", "0"])
     assert "width must be a positive integer" in capsys.readouterr().err
+
+
+def test_sizes_are_checked_before_any_work(tmp_path, capsys, monkeypatch):
+    # 20000x20000: more pixels than the image readers open, refused before a byte is allocated.
+    with pytest.raises(SystemExit) as err:
+        cli_main(["--out", str(tmp_path / "huge"), "--width", "20000", "--height", "20000"])
+    message = capsys.readouterr().err
+    assert err.value.code == 2 and message.count("\n") == 1
+    assert message.startswith("error: 20000x20000 frames have 400,000,000 pixels, more than the 89,478,485")
+    assert not (tmp_path / "huge").exists()
+    # Within the readers' limit but not within memory: refused with a size that fits.
+    available = 2**30
+    monkeypatch.setattr("data.procedural.__main__.psutil.virtual_memory", lambda: SimpleNamespace(available=available))
+    with pytest.raises(SystemExit):
+        cli_main(["--out", str(tmp_path / "big"), "--width", "4000", "--height", "2000", "--frames", "120"])
+    message = capsys.readouterr().err
+    # 120 x 8e6 pixels x 40 B + 8e6 rays x 512 B = 42.5e9 B
+    assert "error: 120 frames of 4000x2000 need about 39.6 GiB of memory and 1.0 GiB are available; " in message
+    width, height = map(int, message.split("at most about ")[1].split(" fit")[0].split("x"))
+    assert abs(width / height - 2) < 0.01  # same aspect ratio
+    assert ProceduralConfig(num_frames=120, width=width, height=height).memory_bytes() <= available
+    assert ProceduralConfig(num_frames=120, width=width + 2, height=height + 1).memory_bytes() > available
 
 
 def test_module_entry_point(tmp_path):

@@ -8,7 +8,8 @@ import pytest
 import torch
 from render_scenes import tricky_scene
 
-from model.render import api, rasterize
+from model import fast_path
+from model.render import rasterize
 
 
 def scene(**overrides) -> dict:
@@ -60,7 +61,7 @@ def test_unavailable_backends():
 
 
 def test_auto_picks_cpu_for_cpu_tensors_and_logs_it(caplog, monkeypatch):
-    monkeypatch.setattr(api, "_logged_choices", set())
+    monkeypatch.setattr(fast_path, "_reported", set())
     with caplog.at_level(logging.INFO, logger="model.render"):
         _, _, meta = rasterize(**scene())
         rasterize(**scene())

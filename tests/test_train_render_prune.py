@@ -1,11 +1,11 @@
 """Training-time pruning counts and choices, and the per-view checkpointed target renderer."""
 
+import pytest
 import torch
 
 from model.cameras import Cameras
 from model.gaussians import Gaussians
 from train.prune import prune_counts, prune_for_training, prune_indices
-from train.render_targets import render_targets
 
 
 def random_gaussians(b: int, n: int, seed: int = 0) -> Gaussians:
@@ -51,7 +51,7 @@ def cameras(b: int, t: int, size: int = 16) -> Cameras:
     return Cameras(intrinsics, c2w, size, size)
 
 
-def test_render_targets_checkpointing_changes_nothing_but_memory():
+def test_render_checkpointing_changes_nothing_but_memory():
     cams = cameras(2, 3)
     grads = []
     for checkpointed in (True, False):
@@ -59,7 +59,7 @@ def test_render_targets_checkpointing_changes_nothing_but_memory():
         g.sh.requires_grad_(True)
         g.means.requires_grad_(True)
         with torch.autocast("cpu", dtype=torch.bfloat16):  # rendering must ignore autocast
-            images = render_targets(g, cams, checkpoint_views=checkpointed)
+            images = g.render(cams, checkpoint_views=checkpointed)
         assert images.shape == (2, 3, 16, 16, 3) and images.dtype == torch.float32
         (images * torch.linspace(0, 1, 16)[:, None]).sum().backward()
         grads.append((images.detach(), g.sh.grad, g.means.grad))
@@ -70,5 +70,14 @@ def test_render_targets_checkpointing_changes_nothing_but_memory():
 def test_background_is_white():
     g = random_gaussians(1, 8)
     g.means.data[..., 2] = -5.0  # all behind the camera
-    images = render_targets(g, cameras(1, 2), checkpoint_views=False)
+    images = g.render(cameras(1, 2))
     assert torch.equal(images, torch.ones_like(images))
+
+
+def test_one_scene_renders_as_its_row_of_a_batch():
+    g, cams = random_gaussians(2, 64), cameras(2, 3)
+    batched = g.render(cams)  # [2, 3, H, W, 3]
+    for b in range(2):
+        torch.testing.assert_close(g.scene(b).render(cams[b]), batched[b], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="leading dims"):
+        g.scene(0).render(cams)

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from data.procedural import ProceduralConfig, generate_scene, write_dl3dv_scene
+from model.pretrained import latest_checkpoint, list_checkpoints
 from model.typed_config import load_config
 from train import checkpoint as ckpt
 from train.config import TrainConfig
@@ -46,16 +47,20 @@ def scenes(tmp_path_factory):
     return root / "train", root / "held_out"
 
 
-def tiny_config(run_dir, scenes, *overrides) -> TrainConfig:
+def tiny_overrides(run_dir, scenes, *overrides) -> list[str]:
     train, held_out = scenes
-    return load_config(TrainConfig, None, [
+    return [
         f"run_dir={run_dir}", "mixed_precision=fp32", "data.source=folders", "data.num_workers=0",
         f"data.paths=[{train}]", f"data.eval_paths=[{held_out}]",
         "data.views.num_inputs=2", "data.views.num_targets=2", "data.views.min_frame_dist=4",
         "data.views.max_frame_dist=11", "data.resolution.size=32", "model.preset=tiny",
         "optim.batch_size=1", "optim.warmup_steps=0", "optim.lr=1e-3", "loss.perceptual=0", "loss.depth=0",
         "eval.every=0", "eval.lpips=false", "eval.save_images=false", "log.progress_bar=false",
-        "log.tensorboard=false", "render.checkpoint_views=false", *overrides])
+        "log.tensorboard=false", "render.checkpoint_views=false", *overrides]
+
+
+def tiny_config(run_dir, scenes, *overrides) -> TrainConfig:
+    return load_config(TrainConfig, None, tiny_overrides(run_dir, scenes, *overrides))
 
 
 def weights(trainer: Trainer) -> dict[str, torch.Tensor]:
@@ -85,7 +90,7 @@ def test_resume_continues_exactly(scenes, tmp_path, monkeypatch):
     interrupted = record_steps(monkeypatch, crash_after=2)
     with pytest.raises(Crash):
         Trainer(tiny_config(tmp_path / "split", scenes, *overrides)).fit()
-    assert ckpt.latest_checkpoint(tmp_path / "split").name == "step_00000002"
+    assert latest_checkpoint(tmp_path / "split").name == "step_00000002"
     resumed = record_steps(monkeypatch)
     Trainer(tiny_config(tmp_path / "split", scenes, *overrides), resume="latest").fit()
 
@@ -123,7 +128,7 @@ def test_nan_batch_is_skipped_and_counted(scenes, tmp_path, monkeypatch, capsys)
     for state in trainer.optimizer.state_dict()["state"].values():
         assert all(torch.isfinite(t).all() for t in state.values() if torch.is_tensor(t))
     assert "step 1: skipped (gradient norm nan); 1 skipped so far" in capsys.readouterr().out
-    assert ckpt.load_state(ckpt.latest_checkpoint(tmp_path))[0]["skipped"] == 1
+    assert ckpt.load_state(latest_checkpoint(tmp_path))[0]["skipped"] == 1
 
 
 def test_gradient_norm_above_threshold_is_skipped(scenes, tmp_path):
@@ -173,7 +178,7 @@ def test_two_processes_end_with_identical_weights(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     digests = [(run_dir / f"weights_rank{r}.sha256").read_text() for r in (0, 1)]
     assert digests[0] == digests[1]
-    final = ckpt.latest_checkpoint(run_dir)
+    final = latest_checkpoint(run_dir)
     assert final.name == "step_00000003" and (final / "rng_rank1.pt").is_file()
     saved, model_config = ckpt.load_weights(final)
     assert hashlib.sha256(b"".join(saved[k].numpy().tobytes() for k in sorted(saved))).hexdigest() == digests[0]
@@ -182,15 +187,91 @@ def test_two_processes_end_with_identical_weights(tmp_path):
 
 @pytest.mark.parametrize("args,message", [
     (["--bogus"], "unrecognized arguments: --bogus"),
-    (["--data", "synthetic", "optim.lrr=1"], "unknown config key(s) ['lrr']"),
-    ([], "data.source='folders' needs data.paths"),
+    (["--data", "synthetic", "optim.lrr=1"], "unknown config key optim.lrr (did you mean optim.lr?)"),
+    ([], "data.source='folders' needs data.paths, e.g. data.paths=[/data/DL3DV-10K]"),
     (["--data", "synthetic", "model.preset=huge"], "unknown model preset 'huge'"),
+    (["--data", "synthetic", "log.tensorboard=maybe"], "log.tensorboard must be true or false, got 'maybe'"),
+    (["--data", "synthetic", "optim.batch_size=2.5"], "optim.batch_size must be an integer, got 2.5"),
+    (["data.paths=/x"], "data.paths must be a list in brackets, such as data.paths=[/x], got '/x'"),
+    (["--data", "synthetic", "checkpoint.save_every=-1"], "checkpoint.save_every and checkpoint.keep_last must be"),
+    (["data.paths=[/nonexistent/scenes]"], "data.paths entry /nonexistent/scenes does not exist"),
+    (["data.source=shards", "data.paths=['/nonexistent/shard-{000000..000003}.tar']"], "matches no shard file"),
+    # 24 frames per procedural video, 30 input views asked for
+    (["--data", "synthetic", "data.views.num_inputs=30"], "data.synthetic.frames=24 is fewer than the 30 distinct"),
 ])
 def test_command_line_mistakes_are_one_line(args, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(args, default_config=REPO / "train/configs/stage1.yaml", prog="stage1.py")
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and err.count("\n") == 1 and message in err, err
+
+
+def one_line_error(capsys, args, default_config=None) -> str:
+    """Run the command line, expecting exit code 2 and exactly one `error:` line on stderr."""
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(a) for a in args], default_config=default_config, prog="stage1.py")
+    out, err = capsys.readouterr()
+    assert exit_info.value.code == 2 and "Traceback" not in err, err
+    assert err.count("error: ") == 1 and err.endswith("\n") and err.splitlines()[-1].startswith("error: "), err
+    return err.splitlines()[-1] + "\n" + out
+
+
+def test_data_and_run_dir_mistakes_are_one_line(scenes, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    err = one_line_error(capsys, tiny_overrides(tmp_path / "a", scenes, f"data.paths=[{empty}]"))
+    assert f"data.paths entry {empty} holds no scene" in err
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("optim:\n  lr: [1\n")
+    err = one_line_error(capsys, ["--config", broken])
+    assert f"config file {broken} is not valid YAML at line 3" in err
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    err = one_line_error(capsys, tiny_overrides(afile, scenes))
+    assert f"run_dir {afile} cannot be created: {afile} is a file" in err
+    err = one_line_error(capsys, tiny_overrides(afile / "run", scenes))
+    assert f"run_dir {afile / 'run'} cannot be created: {afile} is a file" in err
+    # The scenes have 12 frames: no sample can hold 16 distinct views, every scene is skipped (in a
+    # DataLoader worker, whose error arrives with the worker's traceback in its message).
+    err = one_line_error(capsys, tiny_overrides(tmp_path / "b", scenes, "data.views.num_inputs=16",
+                                                "data.views.max_frame_dist=20", "optim.steps=1", "data.num_workers=1"))
+    assert "error: none of the 3 scenes could be used" in err
+
+
+def test_zero_intervals_save_and_log_only_at_the_end(scenes, tmp_path):
+    trainer = Trainer(tiny_config(tmp_path, scenes, "optim.steps=3", "checkpoint.save_every=0", "log.every=0",
+                                  "eval.num_scenes=0"))
+    logged = []
+    trainer._log = lambda sums, steps, *rest: logged.append((trainer.step, steps))
+    trainer.fit()
+    assert logged == [(3, 3)]  # one log line, over all three steps
+    assert [p.name for p in list_checkpoints(tmp_path / "checkpoints")] == ["step_00000003"]
+
+
+def test_resume_with_another_network_is_refused(scenes, tmp_path, capsys):
+    Trainer(tiny_config(tmp_path, scenes, "optim.steps=1", "eval.num_scenes=0")).fit()
+    err = one_line_error(capsys, ["--resume", *tiny_overrides(tmp_path, scenes, "optim.steps=2",
+                                                              "model.overrides.dim=16")])
+    assert "holds a different network from the one this config builds (checkpoint -> config: dim 32 -> 16" in err
+
+
+def test_unreadable_latest_checkpoint_falls_back_to_the_previous(scenes, tmp_path, capsys):
+    Trainer(tiny_config(tmp_path, scenes, "optim.steps=4", "checkpoint.save_every=2", "eval.num_scenes=0")).fit()
+    latest = latest_checkpoint(tmp_path)
+    assert latest.name == "step_00000004"
+    (latest / "state.pt").write_bytes((latest / "state.pt").read_bytes()[:1000])  # truncated by a disk fault
+    capsys.readouterr()
+    trainer = main(tiny_overrides(tmp_path, scenes, "optim.steps=4", "checkpoint.save_every=2", "eval.num_scenes=0")
+                   + ["--resume"])
+    out = capsys.readouterr().out
+    assert f"warning: checkpoint file {latest / 'state.pt'} is truncated or corrupt" in out
+    assert "falling back to the previous checkpoint" in out
+    assert f"resumed from {latest.parent / 'step_00000002'} at step 2" in out
+    assert trainer.step == 4 and ckpt.load_state(latest)[0]["step"] == 4  # step 4 written again, readable
+    # Named explicitly, an unreadable checkpoint is an error, not a silent substitute.
+    (latest / "state.pt").write_bytes(b"garbage")
+    err = one_line_error(capsys, ["--resume", latest, *tiny_overrides(tmp_path, scenes, "optim.steps=6")])
+    assert f"checkpoint file {latest / 'state.pt'} is corrupt or holds objects other than tensors" in err
 
 
 def test_entry_script_rejects_unknown_option():

@@ -2,21 +2,27 @@
 
 A checkpoint is a directory `<run_dir>/checkpoints/step_<00000000>/` holding
   model.safetensors   the network weights; metadata "model_config" / "train_config" (JSON) so the
-                      file alone rebuilds the model (`build_model(ModelConfig(**model_config))`)
+                      file alone rebuilds the model (`build_model(from_dict(ModelConfig, model_config))`)
   state.pt            optimizer, lr scheduler, step, data position, counters, both configs
   rng_rank<r>.pt      python / numpy / torch RNG states of every process (they differ per rank)
+Both .pt files hold only tensors and plain Python values, so they load with `weights_only=True`:
+nothing in a checkpoint is ever executed.
 
 Atomicity: everything is written into a hidden temporary directory next to the final one, which is
 then renamed into place with `os.replace`. A crash mid-write leaves only a temporary directory that
-is ignored (and cleaned up by the next save), so the last complete checkpoint always loads. With
-several processes, the directory must be on a filesystem all of them share (as for any multi-node
-checkpointing); every rank writes its RNG file, the main process everything else and the rename.
+is ignored (and cleaned up by the next save), so the last complete checkpoint always loads. A
+checkpoint damaged later (a disk fault, a truncated copy, a file that is not what it claims) is
+skipped with a warning when resuming from the latest one, in favour of the newest one that loads.
+With several processes, the directory must be on a filesystem all of them share (as for any
+multi-node checkpointing); every rank writes its RNG file, the main process everything else and the
+rename.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 import re
 import shutil
@@ -26,13 +32,13 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor
 
-CHECKPOINTS = "checkpoints"
-_NAME = re.compile(r"^step_(\d{8,})$")
+from model.pretrained import WEIGHTS, CheckpointError, checkpoint_name, list_checkpoints, read_weights
+
 _TMP_PREFIX = ".tmp_"
+_RNG = re.compile(r"^rng_rank(\d+)\.pt$")
 
 
 @dataclass
@@ -46,37 +52,17 @@ class CheckpointData:
     train_config: dict[str, Any] = field(default_factory=dict)
 
 
-def checkpoint_name(step: int) -> str:
-    return f"step_{step:08d}"
-
-
-def list_checkpoints(root: str | os.PathLike) -> list[Path]:
-    """Complete checkpoints under `root` (a checkpoints folder), oldest first."""
-    root = Path(root)
-    if not root.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := _NAME.match(p.name))]
-    return [p for _, p in sorted(found)]
-
-
-def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
-    found = list_checkpoints(Path(run_dir) / CHECKPOINTS)
-    return found[-1] if found else None
-
-
-def resolve_checkpoint(path: str | os.PathLike) -> Path:
-    """A checkpoint directory from itself, its run directory (-> latest) or its checkpoints folder."""
-    path = Path(path)
-    if (path / "model.safetensors").is_file():
-        return path
-    for candidate in (latest_checkpoint(path), (list_checkpoints(path) or [None])[-1]):
-        if candidate is not None:
-            return candidate
-    raise FileNotFoundError(f"no checkpoint found at {path} (expected a step_* directory or a run directory)")
-
-
 def rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """The RNG states as tensors and plain values (numpy's key array as an int64 tensor), which a
+    weights-only load accepts."""
+    numpy_state = np.random.get_state(legacy=False)  # {"state": {"key": uint32 [624], "pos"}, "has_gauss", "gauss"}
+    state = {
+        "python": random.getstate(),  # (version, 625 ints, gauss or None)
+        "numpy": {"key": torch.from_numpy(numpy_state["state"]["key"].astype(np.int64)),
+                  "pos": int(numpy_state["state"]["pos"]), "has_gauss": int(numpy_state["has_gauss"]),
+                  "gauss": float(numpy_state["gauss"])},
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -84,7 +70,10 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    n = state["numpy"]
+    np.random.set_state({"bit_generator": "MT19937", "state": {"key": n["key"].numpy().astype(np.uint32),
+                                                               "pos": n["pos"]},
+                         "has_gauss": n["has_gauss"], "gauss": n["gauss"]})
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -110,7 +99,7 @@ def save_checkpoint(root: str | os.PathLike, data: CheckpointData, keep_last: in
                 "step": str(data.step)}
         # Fresh contiguous copies: safetensors refuses views and tensors sharing storage.
         weights = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in data.model_state.items()}
-        save_file(weights, str(tmp / "model.safetensors"), metadata=meta)
+        save_file(weights, str(tmp / WEIGHTS), metadata=meta)
         state = dict(data.state, step=data.step, model_config=data.model_config, train_config=data.train_config)
         torch.save(state, tmp / "state.pt")
     barrier()
@@ -142,17 +131,76 @@ def _remove_stale(root: Path) -> None:
 
 def load_weights(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """Weights and model config from a checkpoint directory, run directory or `.safetensors` file."""
-    path = Path(path)
-    file = path if path.suffix == ".safetensors" else resolve_checkpoint(path) / "model.safetensors"
-    with safe_open(str(file), framework="pt") as f:
-        meta = f.metadata() or {}
-    return load_file(str(file)), json.loads(meta.get("model_config", "{}"))
+    weights, meta = read_weights(path)
+    return weights, json.loads(meta.get("model_config", "{}"))
 
 
 def load_state(checkpoint: str | os.PathLike, rank: int = 0) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """(training state, this rank's RNG state or None if the checkpoint was written by fewer ranks)."""
+    """(training state, this rank's RNG state or None if the checkpoint was written by fewer ranks).
+
+    Every rank's RNG file is read, not only this rank's, so all ranks agree on whether the
+    checkpoint is readable.
+    """
     checkpoint = Path(checkpoint)
-    state = torch.load(checkpoint / "state.pt", map_location="cpu", weights_only=False)
-    rng_file = checkpoint / f"rng_rank{rank}.pt"
-    rng = torch.load(rng_file, weights_only=False) if rng_file.is_file() else None
-    return state, rng
+    state = _load_pt(checkpoint / "state.pt")
+    rngs = {int(m.group(1)): _load_pt(p) for p in sorted(checkpoint.iterdir()) if (m := _RNG.match(p.name))}
+    return state, rngs.get(rank)
+
+
+@dataclass
+class Resumed:
+    """Everything a run continues from, read from one checkpoint."""
+
+    path: Path
+    weights: dict[str, Tensor]
+    model_config: dict[str, Any]
+    state: dict[str, Any]
+    rng: dict[str, Any] | None
+
+
+def load_resume(checkpoint: str | os.PathLike, rank: int = 0) -> Resumed:
+    """Read a whole checkpoint; a CheckpointError if any part of it cannot be read."""
+    checkpoint = Path(checkpoint)
+    weights, model_config = load_weights(checkpoint / WEIGHTS)
+    state, rng = load_state(checkpoint, rank)
+    return Resumed(checkpoint, weights, model_config, state, rng)
+
+
+def load_latest(root: str | os.PathLike, rank: int = 0, warn: Callable[[str], None] = print) -> Resumed | None:
+    """The newest checkpoint under `root` (a checkpoints folder) that reads completely; None if there is none.
+
+    An unreadable newer checkpoint is reported through `warn` and passed over for the one before it.
+    """
+    found = list_checkpoints(root)
+    for checkpoint in reversed(found):
+        try:
+            return load_resume(checkpoint, rank)
+        except CheckpointError as e:
+            warn(f"{e}; falling back to the previous checkpoint")
+    if found:
+        raise CheckpointError(f"none of the {len(found)} checkpoints in {root} can be read (see the warnings "
+                              "above); start a new run with another --run-dir")
+    return None
+
+
+def _load_pt(path: Path) -> Any:
+    """torch.load restricted to tensors and plain values: a pickled object that would run code on
+    load (or any other class) is refused, never executed."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint file {path} is missing") from None
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(f"checkpoint file {path} is corrupt or holds objects other than tensors and plain "
+                              f"values, which are never loaded ({_reason(e)})") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise CheckpointError(f"checkpoint file {path} is truncated or corrupt ({_reason(e)})") from None
+
+
+def _reason(error: Exception) -> str:
+    """A short cause: the global a weights-only load refused, else the message's first sentence (torch's
+    follow-up advice to load the file unsafely does not apply here)."""
+    refused = re.search(r"GLOBAL ([\w.]+)", str(error))
+    if refused:
+        return f"it refers to {refused.group(1)}"
+    return str(error).strip().split("\n")[0].split(". ")[0] or type(error).__name__

@@ -1,12 +1,13 @@
 """Command line shared by every stage entry point.
 
     python train/stage1.py [--config FILE] [--run-dir DIR] [--resume [CHECKPOINT]] [--data SOURCE]
-                           [key.sub=value ...]
+                           [--debug] [key.sub=value ...]
 
 `--resume` alone resumes from the latest checkpoint in the run directory; with a path, from that
 checkpoint (or that run directory's latest). `--data synthetic` (or the override `data=synthetic`)
 swaps the data source for procedural scenes rendered on the fly, keeping every other setting.
-Mistakes end the program with one line on stderr and exit code 2.
+Overrides use the syntax of model.typed_config (`optim.lr=2e-4`, `data.paths=[/a, /b]`).
+Mistakes end the program with one line on stderr and exit code 2 (`--debug` shows the traceback).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ LATEST = "latest"
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):
         fail(f"{message} (usage: {self.prog} [--config FILE] [--run-dir DIR] [--resume [CHECKPOINT]] "
-             f"[--data {{{','.join(DATA_SOURCES)}}}] [key.sub=value ...])")
+             f"[--data {{{','.join(DATA_SOURCES)}}}] [--debug] [key.sub=value ...])")
 
 
 def fail(message: str):
@@ -38,6 +39,7 @@ def fail(message: str):
 class Command:
     config: TrainConfig
     resume: str | None  # None, LATEST, or a checkpoint / run directory
+    debug: bool = False  # mistakes raise with their traceback instead of one line
 
 
 def parse(argv: list[str], default_config: str | Path | None, prog: str) -> Command:
@@ -46,6 +48,7 @@ def parse(argv: list[str], default_config: str | Path | None, prog: str) -> Comm
     parser.add_argument("--run-dir")
     parser.add_argument("--resume", nargs="?", const=LATEST)
     parser.add_argument("--data", choices=DATA_SOURCES)
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
     if args.resume is not None and "=" in args.resume and not Path(args.resume).exists():
@@ -61,8 +64,10 @@ def parse(argv: list[str], default_config: str | Path | None, prog: str) -> Comm
         overrides.append(f"data.source={args.data}")
     try:
         config = load_config(TrainConfig, args.config, overrides)
-    except (ValueError, TypeError, FileNotFoundError) as e:
+    except ValueError as e:
+        if args.debug:
+            raise
         fail(str(e).replace("\n", " "))
-    if args.run_dir:
+    if args.run_dir:  # taken verbatim: a path is not parsed as a YAML value
         config = dataclasses.replace(config, run_dir=args.run_dir)
-    return Command(config=config, resume=args.resume)
+    return Command(config=config, resume=args.resume, debug=args.debug)

@@ -1,19 +1,24 @@
 """The typed training configuration: one dataclass per concern, all in one `TrainConfig`.
 
 Values come from the dataclass defaults, then a YAML file (train/configs/*.yaml), then command-line
-`key.sub=value` overrides (see model.typed_config). Every stage uses the same schema; the stages
-differ only in their YAML files.
+`key.sub=value` overrides (see model.typed_config), each checked against the field's type as it is
+set and against the ranges below when the config is built. Every stage uses the same schema; a
+stage's settings are defined once, in its YAML file (`stage_config` reads one by name).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from data.config import DataConfig
 from model.losses import LossConfig
+from model.typed_config import load_config
 
 DATA_SOURCES = ("synthetic", "folders", "shards")
 MIXED_PRECISION = ("fp32", "bf16")
+ON_ERROR = ("skip", "raise")
+CONFIGS = Path(__file__).resolve().parent / "configs"  # stage1.yaml, stage2.yaml, stage3.yaml, finetune16.yaml, ...
 
 
 @dataclass
@@ -27,14 +32,21 @@ class SyntheticConfig:
     scenes: int = 64  # distinct training scenes (seeds 0 .. scenes-1), reused every epoch with new views
     eval_seed: int = 1_000_000  # held-out scenes use seeds eval_seed, eval_seed + 1, ...
 
+    def __post_init__(self) -> None:
+        if min(self.frames, self.width, self.height, self.scenes) < 1:
+            raise ValueError(f"data.synthetic.frames, width, height and scenes must be >= 1, got {self.frames}, "
+                             f"{self.width}, {self.height}, {self.scenes}")
+
 
 @dataclass
 class TrainDataConfig(DataConfig):
     """The data pipeline's settings (views, resolution, scene scale, ...) plus where scenes come from."""
 
     source: str = "synthetic"  # one of DATA_SOURCES
-    paths: tuple = ()  # folders: scene folders, root folders or .txt lists; shards: shard files / patterns
-    eval_paths: tuple = ()  # held-out scene folders (any source); synthetic: held-out procedural seeds instead
+    # folders: scene folders, root folders or .txt lists; shards: shard files, folders of them, glob or
+    # brace patterns. Checked before training starts (train.trainer.check_data).
+    paths: tuple[str, ...] = ()
+    eval_paths: tuple[str, ...] = ()  # held-out scene folders (any source); synthetic: held-out seeds instead
     num_workers: int = 2
     on_error: str = "skip"  # folders: an unusable scene is skipped with a warning ("raise" to stop)
     shuffle_buffer: int = 8  # shards: samples shuffled in each worker
@@ -43,8 +55,11 @@ class TrainDataConfig(DataConfig):
     def __post_init__(self) -> None:
         if self.source not in DATA_SOURCES:
             raise ValueError(f"data.source must be one of {list(DATA_SOURCES)}, got {self.source!r}")
-        if self.source != "synthetic" and not self.paths:
-            raise ValueError(f"data.source={self.source!r} needs data.paths")
+        if self.on_error not in ON_ERROR:
+            raise ValueError(f"data.on_error must be one of {list(ON_ERROR)}, got {self.on_error!r}")
+        if self.num_workers < 0 or self.shuffle_buffer < 1:
+            raise ValueError(f"need data.num_workers >= 0 and data.shuffle_buffer >= 1, got {self.num_workers} "
+                             f"and {self.shuffle_buffer}")
 
 
 @dataclass
@@ -56,7 +71,7 @@ class ModelSection:
 @dataclass
 class OptimConfig:
     lr: float = 4e-4
-    betas: tuple = (0.9, 0.95)
+    betas: tuple[float, float] = (0.9, 0.95)
     eps: float = 1e-8
     weight_decay: float = 0.05
     warmup_steps: int = 2000
@@ -73,6 +88,13 @@ class OptimConfig:
             raise ValueError(f"need 0 <= optim.warmup_steps < optim.steps, got {self.warmup_steps} and {self.steps}")
         if self.batch_size < 1 or self.grad_accum_steps < 1:
             raise ValueError("optim.batch_size and optim.grad_accum_steps must be >= 1")
+        if self.global_batch_size is not None and self.global_batch_size < 1:
+            raise ValueError(f"optim.global_batch_size must be >= 1 (or null), got {self.global_batch_size}")
+        if not (self.lr > 0 and self.eps > 0 and self.grad_clip > 0 and self.skip_grad_norm > 0):
+            raise ValueError("optim.lr, optim.eps, optim.grad_clip and optim.skip_grad_norm must be positive numbers")
+        if not all(0.0 <= b < 1.0 for b in self.betas) or self.weight_decay < 0 or not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"need optim.betas in [0, 1), optim.weight_decay >= 0 and optim.min_lr_ratio in [0, 1], "
+                             f"got {list(self.betas)}, {self.weight_decay} and {self.min_lr_ratio}")
 
 
 @dataclass
@@ -99,18 +121,27 @@ class RenderConfig:
 
 @dataclass
 class CheckpointConfig:
-    save_every: int = 1000
-    keep_last: int = 3
+    save_every: int = 1000  # steps between checkpoints; 0: only the final one
+    keep_last: int = 3  # newest checkpoints kept; 0 keeps all
     init_from: str | None = None  # weights of a previous stage: checkpoint dir, run dir (latest) or .safetensors
+
+    def __post_init__(self) -> None:
+        if self.save_every < 0 or self.keep_last < 0:
+            raise ValueError(f"checkpoint.save_every and checkpoint.keep_last must be >= 0 (0: only the final "
+                             f"checkpoint / keep all), got {self.save_every} and {self.keep_last}")
 
 
 @dataclass
 class LogConfig:
-    every: int = 10  # steps between scalar logs
+    every: int = 10  # steps between scalar logs; 0: only the last step
     tensorboard: bool = True
     wandb: bool = False  # needs `pip install wandb`; never required
     wandb_project: str = "longlrm"
     progress_bar: bool = True
+
+    def __post_init__(self) -> None:
+        if self.every < 0:
+            raise ValueError(f"log.every must be >= 0 (0: only the last step), got {self.every}")
 
 
 @dataclass
@@ -119,6 +150,10 @@ class EvalConfig:
     num_scenes: int = 4  # held-out scenes per evaluation
     lpips: bool = True  # LPIPS-VGG (skipped with a note if its weights are not installed)
     save_images: bool = True  # PNG grids of target / render per scene
+
+    def __post_init__(self) -> None:
+        if self.every < 0 or self.num_scenes < 0:
+            raise ValueError(f"eval.every and eval.num_scenes must be >= 0, got {self.every} and {self.num_scenes}")
 
 
 @dataclass
@@ -140,3 +175,12 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.mixed_precision not in MIXED_PRECISION:
             raise ValueError(f"mixed_precision must be one of {list(MIXED_PRECISION)}, got {self.mixed_precision!r}")
+
+
+def stage_config(name: str, overrides: list[str] = ()) -> TrainConfig:
+    """The settings of a named stage (`stage1`, `stage2`, `stage3`, `finetune16`, ...): its YAML file."""
+    path = CONFIGS / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in CONFIGS.glob("*.yaml"))
+        raise ValueError(f"unknown training stage {name!r}; expected one of {known}")
+    return load_config(TrainConfig, path, overrides)

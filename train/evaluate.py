@@ -14,7 +14,6 @@ from data.batch import collate
 from model import metrics
 from model.lpips import LPIPS
 from train.config import TrainConfig
-from train.render_targets import render_targets
 
 
 def image_grid(targets: Tensor, renders: Tensor) -> np.ndarray:
@@ -45,7 +44,7 @@ def evaluate(model: nn.Module, dataset, config: TrainConfig, device: torch.devic
             gaussians = gaussians.scene(0).prune(keep_ratio=1.0 - config.prune.prune_ratio)
             gaussians = type(gaussians).stack([gaussians])
         r = config.render
-        renders = render_targets(gaussians, batch.target_cameras, r.near, r.far, False, r.backend)[0]  # [T, H, W, 3]
+        renders = gaussians.render(batch.target_cameras, r.near, r.far, r.backend)[0]  # [T, H, W, 3]
         targets = batch.target_images[0].float()  # [T, H, W, 3]
         values["psnr"].append(metrics.psnr(renders, targets).mean().item())
         if min(targets.shape[1:3]) >= metrics.SSIM_WINDOW:

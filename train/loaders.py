@@ -10,19 +10,49 @@ resumes by reseeding its stream with the resume step (a fresh, not an identical,
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from data.batch import collate
 from data.datasets import ProceduralDataset, SceneFolderDataset, scene_paths
 from data.procedural import ProceduralConfig
-from data.streaming import ShardDataset
+from data.streaming import ShardDataset, shard_urls
 from train.config import TrainDataConfig
 from train.sampler import EpochIndexed, ResumableSampler
 
 
-def _scenes(entries: tuple) -> list:
-    """Scene folders from entries that are each a scene folder, a root folder or a .txt list."""
-    return [path for entry in entries for path in scene_paths(entry)]
+def scene_folders(entries: tuple[str, ...], key: str = "data.paths") -> list[Path]:
+    """Scene folders from entries that are each a scene folder, a root folder or a .txt list.
+
+    An entry that does not exist, or under which no scene is found, is an error naming it.
+    """
+    folders = []
+    for entry in entries:
+        if not Path(entry).exists():
+            raise FileNotFoundError(f"{key} entry {entry} does not exist; fix the path")
+        found = scene_paths(entry)
+        if not found:
+            raise ValueError(f"{key} entry {entry} holds no scene (a folder with transforms.json, "
+                             "opencv_cameras.json or a COLMAP model, at most two levels down); fix the path")
+        folders += found
+    return folders
+
+
+def shard_files(entries: tuple[str, ...]) -> list[str]:
+    """Shard files from entries that are each a file, a folder of .tar files, a glob or a brace pattern."""
+    urls = []
+    for entry in entries:
+        try:
+            found = shard_urls(entry)
+        except ValueError:
+            found = []
+        local = [u for u in found if "://" not in u and not u.startswith("pipe:")]
+        if not found or any(not Path(u).is_file() for u in local):
+            raise FileNotFoundError(f"data.paths entry {entry} matches no shard file; point it at shard-*.tar files "
+                                    "written by `python -m data.dl3dv.convert`, their folder or a pattern")
+        urls += found
+    return urls
 
 
 def _procedural(config: TrainDataConfig, seed: int) -> ProceduralConfig:
@@ -39,7 +69,7 @@ def train_loader(config: TrainDataConfig, batch_size: int, seed: int, rank: int,
     """
     workers = config.num_workers
     if config.source == "shards":
-        dataset = ShardDataset(list(config.paths), config, mode="train", seed=seed,
+        dataset = ShardDataset(shard_files(config.paths), config, mode="train", seed=seed,
                                shuffle_buffer=config.shuffle_buffer)
         dataset.set_epoch(resume_step)
         return DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate,
@@ -50,7 +80,8 @@ def train_loader(config: TrainDataConfig, batch_size: int, seed: int, rank: int,
         dataset = ProceduralDataset(s.scenes, config, _procedural(config, 0), mode="train", seed=seed,
                                     cache_scenes=s.scenes)
     else:
-        dataset = SceneFolderDataset(_scenes(config.paths), config, mode="train", seed=seed, on_error=config.on_error)
+        dataset = SceneFolderDataset(scene_folders(config.paths), config, mode="train", seed=seed,
+                                     on_error=config.on_error)
     sampler = ResumableSampler(len(dataset), rank, world_size, seed=seed, start=position)
     return DataLoader(EpochIndexed(dataset), batch_size=batch_size, sampler=sampler, num_workers=workers,
                       collate_fn=collate, persistent_workers=workers > 0)
@@ -64,6 +95,7 @@ def eval_dataset(config: TrainDataConfig, num_scenes: int) -> Dataset | None:
                                  cache_scenes=num_scenes)
     if not config.eval_paths:
         return None
-    dataset = SceneFolderDataset(_scenes(config.eval_paths), config, mode="eval", on_error=config.on_error)
+    dataset = SceneFolderDataset(scene_folders(config.eval_paths, "data.eval_paths"), config, mode="eval",
+                                 on_error=config.on_error)
     return Subset(dataset, range(min(num_scenes, len(dataset))))
 

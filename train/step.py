@@ -12,7 +12,6 @@ from model.gaussians import Gaussians
 from model.losses import Losses
 from train.config import TrainConfig
 from train.prune import prune_for_training
-from train.render_targets import render_targets
 
 
 @dataclass
@@ -33,7 +32,7 @@ def forward_loss(model: nn.Module, losses: Losses, batch: Batch, config: TrainCo
     if config.prune.enabled:
         gaussians = prune_for_training(gaussians, config.prune.prune_ratio, config.prune.random_ratio)
     r = config.render
-    renders = render_targets(gaussians, batch.target_cameras, r.near, r.far, r.checkpoint_views, r.backend)
+    renders = gaussians.render(batch.target_cameras, r.near, r.far, r.backend, r.checkpoint_views)
     with torch.autocast(device_type=renders.device.type, enabled=False):
         total, details = losses(renders, batch.target_images.float(), gaussians.opacities.float(),
                                 None if depth_z is None else depth_z.float(), prior)

@@ -33,12 +33,14 @@ from tqdm import tqdm
 from model.cpu_allocator import keep_freed_memory
 from model.losses import Losses
 from model.lpips import load_lpips
-from model.typed_config import to_dict
+from model.official_checkpoint import check_state_dict
+from model.pretrained import CHECKPOINTS, checkpoint_name, latest_checkpoint, resolve_checkpoint
+from model.typed_config import flatten, to_dict
 from train import checkpoint as ckpt
 from train.cli import LATEST, fail, parse
-from train.config import TrainConfig
+from train.config import TrainConfig, TrainDataConfig
 from train.evaluate import evaluate
-from train.loaders import eval_dataset, train_loader
+from train.loaders import eval_dataset, scene_folders, shard_files, train_loader
 from train.model_setup import build_from_section, model_config
 from train.optim import build_optimizer, build_scheduler
 from train.step import forward_loss
@@ -65,20 +67,58 @@ def accumulation_steps(config: TrainConfig, num_processes: int) -> int:
 def check_run_dir(config: TrainConfig, resume: str | None) -> None:
     """A fresh run must not share a directory with another run's checkpoints: keep-last-k would
     delete by step number, and `--resume` would later pick up the wrong run."""
-    found = ckpt.latest_checkpoint(config.run_dir)
+    found = latest_checkpoint(config.run_dir)
     if resume is None and found is not None:
         raise FileExistsError(f"{config.run_dir} already holds checkpoints ({found.name}); pass --resume to "
                               "continue that run, or choose another --run-dir")
+
+
+def prepare_run_dir(run_dir: str) -> None:
+    """Create the run directory now, so a path that is a file or cannot be written fails before any work."""
+    path = Path(run_dir)
+    blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise FileExistsError(f"run_dir {run_dir} cannot be created: {blocker} is a file; choose another --run-dir")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OSError(f"run_dir {run_dir} cannot be created ({e.strerror}); choose another --run-dir") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise PermissionError(f"run_dir {run_dir} is not writable; choose another --run-dir")
+
+
+def check_data(data: TrainDataConfig) -> None:
+    """The data a run reads exists, and a sample can hold the views asked for, before any model is built."""
+    views = data.views
+    needed = max(views.num_inputs, views.num_targets)  # distinct frames one training sample draws
+    if data.source == "synthetic":
+        if data.synthetic.frames < needed:
+            raise ValueError(f"data.synthetic.frames={data.synthetic.frames} is fewer than the {needed} distinct "
+                             f"frames a sample needs (data.views.num_inputs={views.num_inputs}, "
+                             f"num_targets={views.num_targets}); render longer videos or ask for fewer views")
+        return
+    if not data.paths:
+        example = "[/data/DL3DV-10K]" if data.source == "folders" else "[/data/shards]"
+        raise ValueError(f"data.source={data.source!r} needs data.paths, e.g. data.paths={example} "
+                         "(or --data synthetic for procedural scenes)")
+    if data.source == "folders":
+        scene_folders(data.paths)
+    else:
+        shard_files(data.paths)
+    if data.eval_paths:
+        scene_folders(data.eval_paths, "data.eval_paths")
 
 
 def preflight(config: TrainConfig, resume: str | None) -> None:
     """Every check that needs no heavy work, so mistakes fail at once with one line."""
     accumulation_steps(config, process_state().num_processes)
     model_config(config.model)
+    check_data(config.data)
     check_run_dir(config, resume)
+    prepare_run_dir(config.run_dir)
     for path in (resume if resume not in (None, LATEST) else None, config.checkpoint.init_from):
         if path is not None and not str(path).endswith(".safetensors"):
-            ckpt.resolve_checkpoint(path)
+            resolve_checkpoint(path)
         elif path is not None and not Path(path).is_file():
             raise FileNotFoundError(f"weights file {path} does not exist")
 
@@ -96,12 +136,14 @@ class Trainer:
         if torch.cuda.is_available():
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = config.tf32
 
-        resume_from = self._resume_path(resume)
+        resumed = self._resume(resume)
         torch.manual_seed(config.seed)  # identical initial weights on every rank
         self.model_config, model = build_from_section(config.model)
-        if resume_from is not None or config.checkpoint.init_from:
-            weights, _ = ckpt.load_weights(resume_from or config.checkpoint.init_from)
-            model.load_state_dict(weights)
+        if resumed is not None:
+            self._load_weights(model, resumed.weights, resumed.model_config, f"--resume {resumed.path}")
+        elif config.checkpoint.init_from:
+            weights, saved_config = ckpt.load_weights(config.checkpoint.init_from)
+            self._load_weights(model, weights, saved_config, f"checkpoint.init_from={config.checkpoint.init_from}")
         o = config.optim
         model.to(acc.device)  # before the optimizer, as FSDP-wrapping requires
         optimizer = build_optimizer(model, o.lr, o.betas, o.weight_decay, o.eps)
@@ -110,12 +152,13 @@ class Trainer:
         self.losses = Losses(config.loss, device=acc.device)
 
         self.step, self.skipped, rng = 0, 0, None
-        if resume_from is not None:
-            state, rng = ckpt.load_state(resume_from, acc.process_index)
+        if resumed is not None:
+            state, rng = resumed.state, resumed.rng
             self._load_optimizer(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
             self.step, self.skipped = state["step"], state["skipped"]
-            acc.print(f"resumed from {resume_from} at step {self.step}")
+            acc.print(f"resumed from {resumed.path} at step {self.step}")
+            del resumed
         set_seed(config.seed + acc.process_index)  # per-rank randomness (pruning draws), fresh runs
         loader = train_loader(config.data, o.batch_size, config.seed, acc.process_index, acc.num_processes,
                               position=self.samples_consumed, resume_step=self.step)
@@ -132,15 +175,37 @@ class Trainer:
         """Scenes this process has read: the data position a resumed run continues from."""
         return self.step * self.accum * self.config.optim.batch_size
 
-    def _resume_path(self, resume: str | None) -> Path | None:
+    def _resume(self, resume: str | None) -> ckpt.Resumed | None:
+        """What `--resume` continues from. The latest checkpoint of a run falls back to the one before
+        it, with a warning, when it cannot be read; a checkpoint named explicitly must read."""
         if resume is None:
             return None
+        rank, warn = self.accelerator.process_index, lambda message: self.accelerator.print(f"warning: {message}")
         if resume == LATEST:
-            found = ckpt.latest_checkpoint(self.run_dir)
-            if found is None:
+            resumed = ckpt.load_latest(self.run_dir / CHECKPOINTS, rank, warn)
+            if resumed is None:
                 self.accelerator.print(f"no checkpoint in {self.run_dir} yet: starting from scratch")
-            return found
-        return ckpt.resolve_checkpoint(resume)
+            return resumed
+        path = Path(resume)
+        if (path / "model.safetensors").is_file():
+            return ckpt.load_resume(path, rank)
+        resumed = ckpt.load_latest(path / CHECKPOINTS if (path / CHECKPOINTS).is_dir() else path, rank, warn)
+        if resumed is None:
+            resolve_checkpoint(path)  # raises the error naming what --resume expects
+        return resumed
+
+    def _load_weights(self, model: torch.nn.Module, weights: dict, saved_config: dict, source: str) -> None:
+        """Load weights of the same network, or refuse naming the settings that differ."""
+        try:
+            check_state_dict(model.state_dict(), weights)
+        except ValueError as e:
+            ours, theirs = flatten(to_dict(self.model_config)), flatten(saved_config)
+            differ = [f"{k} {theirs.get(k)} -> {ours.get(k)}" for k in sorted(ours.keys() | theirs.keys())
+                      if ours.get(k) != theirs.get(k)]
+            raise ValueError(f"{source} holds a different network from the one this config builds (checkpoint -> "
+                             f"config: {', '.join(differ[:6]) or e}); use the model settings it was trained with, "
+                             "or start a new run with another --run-dir") from None
+        model.load_state_dict(weights)
 
     def _eval_lpips(self):
         if not self.config.eval.lpips:
@@ -216,18 +281,18 @@ class Trainer:
                 sums[name] = sums.get(name, 0.0) + value
             if skipped:
                 acc.print(f"step {self.step}: skipped (gradient norm {norm:.4g}); {self.skipped} skipped so far")
-            if self.step % config.log.every == 0 or self.step == o.steps:
+            if (config.log.every and self.step % config.log.every == 0) or self.step == o.steps:
                 elapsed = time.perf_counter() - window_start
                 self._log(sums, window_steps, elapsed, lr, norm, bar)
                 window_start, window_steps, sums = time.perf_counter(), 0, {}
             bar.update(1)
-            if self.step % config.checkpoint.save_every == 0:
+            if config.checkpoint.save_every and self.step % config.checkpoint.save_every == 0:
                 self.save()
             if config.eval.every and self.step % config.eval.every == 0 and self.step < o.steps:
                 self.run_eval()
         bar.close()
-        if self.step % config.checkpoint.save_every:
-            self.save()
+        if not (config.checkpoint.save_every and self.step % config.checkpoint.save_every == 0):
+            self.save()  # the final state, unless the periodic save just wrote it
         results = self.run_eval()
         if self.tracker is not None:
             self.tracker.close()
@@ -259,7 +324,7 @@ class Trainer:
         if self.eval_data is None or not len(self.eval_data):
             return None
         save = self.is_main and self.config.eval.save_images
-        out_dir = self.run_dir / "eval" / ckpt.checkpoint_name(self.step) if save else None
+        out_dir = self.run_dir / "eval" / checkpoint_name(self.step) if save else None
         results, grids = evaluate(self.model, self.eval_data, self.config, self.accelerator.device, out_dir,
                                   self.eval_lpips, self.accelerator.autocast)
         if self.is_main:
@@ -278,18 +343,33 @@ class Trainer:
             model_config=to_dict(self.model_config),
             train_config=to_dict(self.config),
         )
-        return ckpt.save_checkpoint(self.run_dir / ckpt.CHECKPOINTS, data, self.config.checkpoint.keep_last,
+        return ckpt.save_checkpoint(self.run_dir / CHECKPOINTS, data, self.config.checkpoint.keep_last,
                                     rank=acc.process_index, barrier=acc.wait_for_everyone)
 
 
 def main(argv: list[str], default_config: str | os.PathLike | None = None, prog: str = "train") -> Trainer:
-    """Parse the command line, check what can be checked before any work, train."""
+    """Parse the command line, check what can be checked before any work, train.
+
+    A user's mistake or an unusable input (bad data, an unreadable checkpoint, a full disk) ends the
+    run with one `error:` line and exit code 2; `--debug` shows the traceback instead.
+    """
     command = parse(argv, default_config, prog)
     try:
         preflight(command.config, command.resume)
-    except (ValueError, FileExistsError, FileNotFoundError) as e:
-        fail(str(e))
-    keep_freed_memory()
-    trainer = Trainer(command.config, command.resume)
-    trainer.fit()
+        keep_freed_memory()
+        trainer = Trainer(command.config, command.resume)
+        trainer.fit()
+    except (ValueError, OSError) as e:  # SceneError and CheckpointError are ValueErrors
+        if command.debug:
+            raise
+        fail(_message(e))
     return trainer
+
+
+def _message(error: Exception) -> str:
+    """The message on one line. An error re-raised from a DataLoader worker carries the worker's
+    traceback first and the original `Type: message` last."""
+    text = str(error).strip() or type(error).__name__
+    if "Original Traceback" in text:
+        return text.splitlines()[-1].split(": ", 1)[-1]
+    return " ".join(text.splitlines())

@@ -2,9 +2,11 @@
 
     python -m data.dl3dv.convert --src DL3DV-10K/1K --out shards/ [--shard-size 8] [--image-dir images_4]
 
---src is searched two levels deep for scenes (<batch>/<hash>). Rerunning with the same --src and
---out resumes: complete shards are kept, an interrupted one is rewritten. Distortion coefficients are
-stored beside the untouched frames and removed when the frames are decoded for training.
+--src is searched two levels deep for scenes (<batch>/<hash>). Rerunning into the same --out resumes
+by scene: scenes already in a complete shard are kept, every other one (added to --src since, or in
+a shard that was interrupted) goes into new shards; none is lost or stored twice. Distortion
+coefficients are stored beside the untouched frames and removed when the frames are decoded for
+training.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="scenes per shard (default 8, about 2 GB at images_4)")
     parser.add_argument("--image-dir", default="images_4", choices=IMAGE_DIRS, help="image folder to store")
     args = parser.parse_args(argv)
+    if args.shard_size < 1:
+        print(f"error: --shard-size must be at least 1, got {args.shard_size}", file=sys.stderr)
+        return 2
     if not Path(args.src).is_dir():
         print(f"error: --src {args.src} is not a folder", file=sys.stderr)
         return 2
@@ -37,10 +42,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"{len(scenes)} scenes -> {args.out} ({args.shard_size} per shard, {args.image_dir})")
     try:
-        index = write_shards(scenes, args.out, args.shard_size, open_fn=partial(read_dl3dv, image_dir=args.image_dir))
+        index = write_shards(scenes, args.out, args.shard_size, open_fn=partial(read_dl3dv, image_dir=args.image_dir),
+                             root=args.src)
     except (SceneError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return 2
     print(f"done: {len(index['shards'])} shards, {index['num_samples']} scenes, {len(index['failed'])} left out, "
           f"{index['resumed_shards']} shards kept from an earlier run")
     for failure in index["failed"]:

@@ -6,6 +6,11 @@ import dataclasses
 from dataclasses import dataclass
 
 PATH_KINDS = ("walk", "forward", "orbit")
+# Memory of generate_scene + write_dl3dv_scene, measured as peak RSS minus the interpreter's ~250 MB
+# (`/usr/bin/time -f %M python -m data.procedural --frames F --width W --height H`, F x W x H from
+# 4 x 512 x 512 to 2 x 2048 x 1024): every frame's colour, depth and PNG buffers, plus the rays in flight.
+BYTES_PER_FRAME_PIXEL = 40
+BYTES_PER_RAY = 512
 
 
 @dataclass(frozen=True)
@@ -19,7 +24,7 @@ class ProceduralConfig:
     seed: int = 0
     clearance: float = 0.4  # metres kept free around every camera (walls and objects)
     shadows: bool = True  # objects cast shadows from the key light
-    chunk_rays: int = 1 << 18  # rays traced at once (whole views, at least one); bounds memory, ~0.5 KB a ray
+    chunk_rays: int = 1 << 18  # rays traced at once (whole views, at least one); bounds memory, BYTES_PER_RAY a ray
     # torch threads while rendering (restored afterwards); None keeps the caller's setting. One thread is
     # the default because the work is many mid-sized elementwise ops: a second thread gains little on an
     # idle machine and, when other processes keep the cores busy, makes every op wait for it.
@@ -40,6 +45,19 @@ class ProceduralConfig:
             raise ValueError(f"fov_x_deg must lie in [1, 170] degrees, got {self.fov_x_deg!r}")
         if not 0.05 <= self.clearance <= 1.0:
             raise ValueError(f"clearance must lie in [0.05, 1.0] metres, got {self.clearance!r}")
+
+    def memory_bytes(self) -> int:
+        """About how much memory rendering and writing this scene takes (all frames stay in memory)."""
+        pixels = self.width * self.height
+        return self.num_frames * pixels * BYTES_PER_FRAME_PIXEL + max(pixels, self.chunk_rays) * BYTES_PER_RAY
+
+    def max_pixels(self, available: int) -> int:
+        """The most pixels per frame whose `memory_bytes` stays within `available` at this frame count."""
+        per_frame = self.num_frames * BYTES_PER_FRAME_PIXEL
+        beyond_chunk = available // (per_frame + BYTES_PER_RAY)  # views larger than chunk_rays: one per batch
+        if beyond_chunk >= self.chunk_rays:
+            return beyond_chunk
+        return max(0, min(self.chunk_rays, (available - self.chunk_rays * BYTES_PER_RAY) // per_frame))
 
     def replace(self, **changes) -> ProceduralConfig:
         return dataclasses.replace(self, **changes)

@@ -27,14 +27,14 @@ import math
 import torch
 from torch import Tensor
 
+from model.fast_path import log_choice
+
 from . import cpu, gsplat_backend, reference
 from .checks import check_inputs
 from .tiles import TILE, tile_grid
 
-logger = logging.getLogger("model.render")
 
 BACKENDS = ("auto", "torch", "cpu", "gsplat")
-_logged_choices: set[tuple[str, str, str]] = set()
 
 
 def rasterize(
@@ -185,9 +185,6 @@ def _choose_backend(requested: str, means: Tensor) -> str:
             chosen, why = "cpu", "CPU tensors"
         else:
             chosen, why = "torch", f"{device} tensors and no fast kernel for them (install gsplat for CUDA)"
-    key = (requested, device, chosen)
-    if key not in _logged_choices:
-        _logged_choices.add(key)
-        level = logging.WARNING if chosen == "torch" and requested == "auto" else logging.INFO
-        logger.log(level, "rasterizer backend: %s (%s, backend=%r)", chosen, why, requested)
+    level = logging.WARNING if chosen == "torch" and requested == "auto" else logging.INFO
+    log_choice("model.render", f"rasterizer backend: {chosen} ({why}, backend={requested!r})", level)
     return chosen

@@ -9,8 +9,9 @@ float dtype and on any device, so it also serves float64 gradient checks.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+
+from model.rotations import quat_to_matrix
 
 from .sh import sh_to_color
 from .tiles import TILE, bin_tiles, tile_grid
@@ -19,17 +20,6 @@ ALPHA_MIN = 1.0 / 255.0  # blends below this alpha are skipped
 ALPHA_MAX = 0.999  # alpha clamp, keeps 1 - alpha invertible for the backward pass
 T_MIN = 1e-4  # a pixel stops before its transmittance would reach this
 EXTEND_MAX = 3.33  # cap of the bounding box half-size, in standard deviations
-
-
-def quat_to_rotmat(quats: Tensor) -> Tensor:
-    """quats [..., 4] wxyz, any norm -> rotation matrices [..., 3, 3]."""
-    w, x, y, z = F.normalize(quats, dim=-1).unbind(-1)
-    rows = [
-        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
-    ]
-    return torch.stack([torch.stack(r, -1) for r in rows], -2)
 
 
 def project(
@@ -50,7 +40,7 @@ def project(
     R = viewmats[:, :, None, :3, :3]  # [B, C, 1, 3, 3]
     t = viewmats[:, :, None, :3, 3]  # [B, C, 1, 3]
     p = (R @ means[:, None, :, :, None]).squeeze(-1) + t  # [B, C, N, 3] camera space
-    M = quat_to_rotmat(quats) * scales[..., None, :]  # [B, N, 3, 3] = Rq diag(s)
+    M = quat_to_matrix(quats) * scales[..., None, :]  # [B, N, 3, 3] = Rq diag(s)
     cov = M @ M.transpose(-1, -2)  # [B, N, 3, 3]
     cov_c = R @ cov[:, None] @ R.transpose(-1, -2)  # [B, C, N, 3, 3]
 

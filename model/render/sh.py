@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-SH_C0 = 0.28209479177387814
+SH_C0 = 0.28209479177387814  # the degree-0 basis value, 1 / (2 sqrt(pi))
 SH_C1 = 0.4886025119029199
 SH_C2 = (1.0925484305920792, -1.0925484305920792, 0.31539156525252005, -1.0925484305920792, 0.5462742152960396)
 SH_C3 = (
@@ -23,10 +23,6 @@ SH_C3 = (
     1.445305721320277,
     -0.5900435899266435,
 )
-
-
-def num_sh_bases(degree: int) -> int:
-    return (degree + 1) ** 2
 
 
 def sh_basis(dirs: Tensor, degree: int) -> Tensor:
