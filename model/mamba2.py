@@ -133,7 +133,7 @@ def causal_conv1d(x: Tensor, weight: Tensor, bias: Tensor | None, backend: str =
         return causal_conv1d_fn(x_t, weight, bias, activation="silu").transpose(1, 2)
     if backend == "kernel":
         raise RuntimeError(f"conv backend 'kernel' requested but causal-conv1d cannot run: {blocker}")
-    log_choice("model.mamba2", f"causal conv1d: PyTorch shifted multiply-adds ({blocker})")
+    log_choice("model.mamba2", f"causal conv1d: PyTorch depthwise convolution (oneDNN) ({blocker})")
     return causal_conv1d_ref(x, weight, bias)
 
 

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from data.procedural.cameras import c2w_from_forward, intrinsics_from_fov
-from inference.checkpoint import DEMO_CHECKPOINT, load_checkpoint
+from model.pretrained import DEMO_CHECKPOINT, load_model
 from inference.demo import demo_scene
 from inference.reconstruct import Options, reconstruct
 from model.build import build_model
@@ -74,15 +74,13 @@ def test_demo_checkpoint_in_bf16_keeps_held_out_psnr_and_renders(tmp_path):
     held-out PSNR against the real frames within 0.05 dB, and the saved renders themselves within
     35 dB of each other (measured: 0.001 dB apart, renders 59 dB apart)."""
     scene = demo_scene()
-    loaded = load_checkpoint(DEMO_CHECKPOINT, torch.device("cpu"))
+    loaded = load_model(DEMO_CHECKPOINT, torch.device("cpu"))
     results = {}
-    for name in ("fp32", "bf16"):
-        if name == "bf16":
-            loaded.model.set_precision(torch.bfloat16)
+    for name in ("fp32", "bf16"):  # fp32 first: bf16 rounds the weights in place
         out = tmp_path / name
         out.mkdir()
-        results[name] = reconstruct(scene, loaded, Options(num_views=8, holdout=True, lpips=False), out,
-                                    torch.device("cpu"))
+        results[name] = reconstruct(scene, loaded, Options(num_views=8, holdout=True, lpips=False, precision=name),
+                                    out, torch.device("cpu"))
     assert abs(results["bf16"].metrics["psnr"] - results["fp32"].metrics["psnr"]) <= 0.05
     renders = sorted((tmp_path / "fp32" / "renders").glob("*_pred.png"))
     assert len(renders) >= 4
