@@ -24,7 +24,7 @@ import os
 import sys
 from pathlib import Path
 
-from infer import _device, add_preprocessing_options, check_options, preprocessing_options
+from infer import _device, add_device_options, add_preprocessing_options, check_options, preprocessing_options
 
 RESULTS = ["scene", "inputs", "targets", "width", "height", "psnr", "ssim", "lpips", "seconds", "gaussians",
            "input_frames"]
@@ -43,9 +43,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_preprocessing_options(p)
     p.add_argument("--refine-steps", type=int, default=0)
     p.add_argument("--out", type=Path, required=True, help="where per_scene.csv and summary.md go (resumed if present)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
-                   help="the network's arithmetic: auto = bf16 autocast on GPUs with native bf16, fp32 elsewhere")
+    add_device_options(p)
     p.add_argument("--no-lpips", action="store_true")
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
     return p.parse_args(argv)
@@ -99,6 +97,7 @@ def run(args) -> int:
                           **preprocessing_options(args), lpips=not args.no_lpips, precision=args.precision)
         used = preprocessing(loaded, options)
         precision = resolve_precision(options.precision, device)
+        precision.apply(loaded.model)
         settings = {"checkpoint_sha256": sha256(loaded.path), "views": args.num_views,
                     "resolution": (args.resolution or "checkpoint").lower(),
                     "preprocessing": json.dumps(used.as_dict(), sort_keys=True),
@@ -122,7 +121,7 @@ def run(args) -> int:
                 continue
             inputs, targets = selection.inputs, selection.targets
             timer = StageTimer(device)
-            gaussians, _ = predict(loaded, sample, used, device, timer, precision)
+            gaussians, _ = predict(loaded, sample, used, device, timer)
             if args.refine_steps:
                 from refine import RefineConfig, refine
 

@@ -40,10 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, help="output folder (default: outputs/<scene>-<time>)")
     p.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty --out (files there "
                    "with our output names are replaced; nothing else is touched)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
-                   help="the network's arithmetic: auto = bf16 autocast on GPUs with native bf16 (compute "
-                   "capability 8.0+), fp32 elsewhere; rendering always runs in fp32")
+    add_device_options(p)
     p.add_argument("--check", action="store_true", help="print what will run here (torch, CUDA, GPU, optional "
                    "CUDA packages, the implementation each operation of --checkpoint's network takes and why) and exit")
     p.add_argument("--video", action="store_true", help="render video.mp4 along a smooth path through the inputs")
@@ -61,6 +58,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     capture.add_argument("--colmap-model", type=int, help="which model of a COLMAP scene with several (sparse/N); "
                          "default: the one with the most registered images")
     return p.parse_args(argv)
+
+
+def add_device_options(p: argparse.ArgumentParser) -> None:
+    """Where the network runs and in what precision (model/precision.py)."""
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="the network's matmuls: auto = bf16 where the hardware has it natively (GPUs of compute "
+                   "capability 8.0+, CPUs with AMX or AVX512-BF16), fp32 elsewhere; rendering always runs in fp32")
 
 
 def add_preprocessing_options(p: argparse.ArgumentParser) -> None:

@@ -23,10 +23,10 @@ setup(
     # csrc/ (the CPU rasterizer, compiled on first use) and checkpoints/ (the demo network) ship inside
     # the model package, so a non-editable install finds them next to the code that reads them.
     packages=find_packages(include=["model*", "data*", "train*", "refine*", "inference*", "view*"])
-    + ["model.render.csrc", "model.checkpoints"],
-    package_dir={"model.render.csrc": "csrc", "model.checkpoints": "checkpoints"},
+    + ["model.csrc", "model.checkpoints"],
+    package_dir={"model.csrc": "csrc", "model.checkpoints": "checkpoints"},
     py_modules=["infer", "evaluate"],
-    package_data={"train": ["configs/*.yaml"], "model.render.csrc": ["*.cpp", "*.h"],
+    package_data={"train": ["configs/*.yaml"], "model.csrc": ["*.cpp", "*.h"],
                   "model.checkpoints": ["demo/*.safetensors", "demo/*.md"]},
     include_package_data=True,
     install_requires=[

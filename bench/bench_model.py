@@ -1,8 +1,8 @@
-"""Time and memory of the whole network against the number of views, and against this machine's matmul peak.
+"""Time and memory of the whole network against the number of views, and against this machine's matmul peaks.
 
     python bench/bench_model.py                    # `small` at 8/16/32/64 views of 256x256, hybrid vs transformer-only
-    python bench/bench_model.py --paper-256        # + `paper`, 32 views 256x256, forward, GFLOP/s vs matmul peak
-    python bench/bench_model.py --views --paper-960   # only `paper`, 32 views 960x544 inference (14 GB, 20 min here)
+    python bench/bench_model.py --paper-256        # + `paper`, 32 views 256x256, forward, fp32 vs bf16, FLOP/s
+    python bench/bench_model.py --views --paper-960 --precision bf16   # only `paper`, 32 views 960x544 inference
     python bench/bench_model.py --views 8 16 --backward   # also forward+backward (training mode)
     python bench/bench_model.py --views 32 64 --variant-blocks mmmmmmmmmmmmmmmmt   # + a deeper `small`
 
@@ -15,6 +15,11 @@ scaling of each part shows. FLOPs: torch's FlopCounterMode in a run of its own
 (matmuls, convolutions, per module) plus 4 L^2 D per attention block, which FlopCounterMode does
 not count for CPU attention.
 
+--precision lists the precisions each case runs in (default fp32 and bf16, side by side): bf16 is
+the network after `LongLRM.set_precision(torch.bfloat16)`, as inference runs it where the CPU has
+native bf16 matmuls. The `paper` cases report FLOP/s against the float32 and bfloat16 matmul peaks
+measured in the same process (best of 2048^3 and 4096^3 products).
+
 Cases run with freed memory kept for reuse (model.cpu_allocator, as infer.py, evaluate.py and
 training do); --default-malloc runs them with glibc's defaults instead, under which large tensors
 are page-faulted in anew on every use and time grows faster than the token count.
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -40,6 +46,7 @@ from model.build import build_model  # noqa: E402
 from model.cameras import Cameras  # noqa: E402
 from model.config import preset  # noqa: E402
 from model.cpu_allocator import keep_freed_memory  # noqa: E402
+from model.cpu_features import native_bf16_matmul  # noqa: E402
 
 
 def make_inputs(views: int, height: int, width: int) -> tuple[torch.Tensor, Cameras]:
@@ -54,11 +61,17 @@ def make_inputs(views: int, height: int, width: int) -> tuple[torch.Tensor, Came
     return images, Cameras(intr, c2w, width, height)
 
 
-def matmul_peak(size: int = 2048, repeats: int = 5) -> float:
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    a @ b
-    best = min(_timed(lambda: a @ b) for _ in range(repeats))
-    return 2 * size**3 / best
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def matmul_peak(dtype: torch.dtype, clock, sizes: tuple[int, ...] = (2048, 4096), repeats: int = 3) -> float:
+    """FLOP/s of the best square matmul of these sizes in `dtype` (float32 accumulation for bf16)."""
+    best = 0.0
+    for size in sizes:
+        a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
+        a @ b
+        best = max(best, 2 * size**3 / min(_timed(lambda: a @ b, clock) for _ in range(repeats)))
+    return best
 
 
 PARTS = {"mamba": "Mamba2 blocks", "transformer": "transformer blocks (matmul-dominated)",
@@ -103,21 +116,21 @@ def count_flops(model, config, step, views: int, height: int, width: int) -> dic
     return flops
 
 
-def _timed(fn) -> float:
-    start = time.perf_counter()
+def _timed(fn, clock) -> float:
+    start = clock()
     fn()
-    return time.perf_counter() - start
+    return clock() - start
 
 
-def component_timer(model, config) -> dict[str, float]:
+def component_timer(model, config, clock) -> dict[str, float]:
     """Forward hooks adding each top-level module's wall time to its component (forward only)."""
     seconds = {"mamba": 0.0, "transformer": 0.0, "io": 0.0}
     for name, module in model.named_modules():
         part = component_of(config, name)
         if part is not None:
-            module.register_forward_pre_hook(lambda m, a: setattr(m, "_tic", time.perf_counter()))
+            module.register_forward_pre_hook(lambda m, a: setattr(m, "_tic", clock()))
             module.register_forward_hook(lambda m, a, o, part=part: seconds.__setitem__(
-                part, seconds[part] + time.perf_counter() - m._tic))
+                part, seconds[part] + clock() - m._tic))
     return seconds
 
 
@@ -135,7 +148,7 @@ def run_case(args: argparse.Namespace) -> dict:
     elif args.pattern != "hybrid":  # an explicit block string, for experiments
         config.blocks = args.pattern
     config.checkpointing = args.mode == "train"
-    model = build_model(config)
+    model = build_model(config).set_precision(PRECISIONS[args.precision])
     images, cameras = make_inputs(args.case_views, args.height, args.width)
 
     if args.mode == "infer":
@@ -154,29 +167,47 @@ def run_case(args: argparse.Namespace) -> dict:
 
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     flops = count_flops(model, config, step, args.case_views, args.height, args.width) if args.count_flops else None
-    seconds = component_timer(model, config)
+    clock = time.process_time if args.cpu_time else time.perf_counter
+    seconds = component_timer(model, config, clock)
     best, parts = float("inf"), {}
     for _ in range(1 + args.repeats):
         seconds.update(dict.fromkeys(seconds, 0.0))
-        t = _timed(step)
+        t = _timed(step, clock)
         if t < best:
             best, parts = t, dict(seconds)
-    peak = matmul_peak() if args.count_flops else None
-    return {"time": best, "parts": parts, "flops": flops, "matmul_peak": peak,
+    peaks = {name: matmul_peak(dtype, clock) for name, dtype in PRECISIONS.items()} if args.count_flops else None
+    return {"time": best, "parts": parts, "flops": flops, "matmul_peaks": peaks,
             "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
             "setup_rss_gb": base_rss / 2**20}
 
 
 def spawn(preset_name: str, pattern: str, views: int, height: int, width: int, mode: str, repeats: int,
-          count_flops: bool = False, default_malloc: bool = False) -> dict:
+          precision: str, args: argparse.Namespace, count_flops: bool = False) -> dict:
     cmd = [sys.executable, __file__, "--case", "--preset", preset_name, "--pattern", pattern,
            "--case-views", str(views), "--height", str(height), "--width", str(width), "--mode", mode,
-           "--repeats", str(repeats)] + (["--count-flops"] if count_flops else []) \
-        + (["--default-malloc"] if default_malloc else [])
+           "--repeats", str(repeats), "--precision", precision] + (["--count-flops"] if count_flops else []) \
+        + (["--default-malloc"] if args.default_malloc else []) + (["--cpu-time"] if args.cpu_time else [])
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def print_paper_256(r: dict, precision: str) -> None:
+    """FLOP rates of one `paper` 256x256 run against both matmul peaks of its own process."""
+    peaks = r["matmul_peaks"]
+    total = sum(r["flops"].values())
+
+    def rate(flops: float, seconds: float) -> str:
+        return (f"{flops / seconds / 1e9:6.1f} GFLOP/s = {100 * flops / seconds / peaks[precision]:3.0f}% of the "
+                f"{precision} matmul peak, {100 * flops / seconds / peaks['fp32']:3.0f}% of the fp32 one")
+
+    print(f"  {precision}: time {r['time']:.1f} s, peak memory {r['peak_rss_gb']:.1f} GB, {total / 1e12:.2f} TFLOP "
+          f"(matmuls, convolutions, attention): {rate(total, r['time'])}; matmul peaks measured in the same "
+          f"process: fp32 {peaks['fp32'] / 1e9:.0f}, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s")
+    for part in PARTS:
+        seconds, flops = r["parts"][part], r["flops"][part]
+        print(f"    {PARTS[part]:<40} {seconds:6.1f} s {flops / 1e12:6.2f} TFLOP {rate(flops, seconds)}")
 
 
 def main() -> None:
@@ -186,11 +217,17 @@ def main() -> None:
     parser.add_argument("--no-transformer-only", action="store_true", help="skip the transformer-only comparison")
     parser.add_argument("--paper-256", action="store_true", help="paper preset, 32 views 256x256, forward")
     parser.add_argument("--paper-960", action="store_true", help="paper preset, 32 views 960x544, inference")
+    parser.add_argument("--precision", nargs="+", choices=list(PRECISIONS), default=list(PRECISIONS),
+                        help="precisions every case runs in, side by side (default: both)")
     parser.add_argument("--repeats", type=int, default=2,
                         help="runs after the first (the first pages memory in); the best run is reported")
     parser.add_argument("--rounds", type=int, default=1,
-                        help="fresh processes per `small` case, taken in turn across cases; the best is reported")
+                        help="fresh processes per `small` and `paper` 256x256 case, taken in turn across cases; "
+                             "the best is reported")
     parser.add_argument("--default-malloc", action="store_true", help="glibc's default allocator settings (see above)")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="time the process's CPU seconds, not wall seconds: with OMP_NUM_THREADS=1 on a shared "
+                             "machine this leaves out the time other processes held the core")
     parser.add_argument("--variant-blocks", help="also time `small` with this block string (e.g. 16 m's and a t)")
     # internal: run one case in this process
     parser.add_argument("--case", action="store_true", help=argparse.SUPPRESS)
@@ -203,12 +240,15 @@ def main() -> None:
     parser.add_argument("--count-flops", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
+        args.precision = args.precision[0]
         print(json.dumps(run_case(args)))
         return
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; times are the best of {1 + args.repeats} "
-          f"runs in each of {args.rounds} process(es) per case; "
-          f"{'default glibc allocator' if args.default_malloc else 'freed memory kept for reuse'}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {'CPU' if args.cpu_time else 'wall'} "
+          f"times, of `small` the best of {1 + args.repeats} runs in each of {args.rounds} process(es) per case; "
+          f"{'default glibc allocator' if args.default_malloc else 'freed memory kept for reuse'}; "
+          f"native bf16 matmuls: {'yes' if native_bf16_matmul()[0] else 'no'} ({native_bf16_matmul()[1]}); "
+          f"load average {os.getloadavg()[0]:.1f} at start")
     patterns = {"hybrid": "hybrid"}  # column -> --pattern of its cases
     if args.variant_blocks:
         try:
@@ -218,6 +258,7 @@ def main() -> None:
         patterns["variant"] = args.variant_blocks
     if not args.no_transformer_only:
         patterns["transformer"] = "transformer"
+    columns = [(p, precision) for p in patterns for precision in args.precision]
     modes = ["infer"] + (["train"] if args.backward else [])
     small = preset("small")
     print(f"`small`: blocks {small.blocks!r}, merge before {small.merge_before}, "
@@ -226,51 +267,58 @@ def main() -> None:
     for mode in modes if args.views else []:
         label = "forward (inference_mode)" if mode == "infer" else "forward+backward (train, checkpointing)"
         print(f"\n`small` at 256x256, {label}")
-        print(f"{'views':>6} | " + " | ".join(f"{p + ' s':>16}{'peak GB':>9}" for p in patterns))
-        results = {p: {} for p in patterns}
+        print(f"{'views':>6} | " + " | ".join(f"{f'{p} {precision} s':>18}{'peak GB':>9}" for p, precision in columns))
+        results = {column: {} for column in columns}
         for _ in range(args.rounds):  # rounds cycle through all cases, so a slow spell hits them all
             for v in args.views:
-                for p in patterns:
-                    r = spawn("small", patterns[p], v, 256, 256, mode, args.repeats, default_malloc=args.default_malloc)
-                    best = results[p].get(v)
+                for column in columns:
+                    p, precision = column
+                    r = spawn("small", patterns[p], v, 256, 256, mode, args.repeats, precision, args)
+                    best = results[column].get(v)
                     if best is None or "error" in best or r.get("time", float("inf")) < best["time"]:
-                        results[p][v] = r
+                        results[column][v] = r
         for v in args.views:
-            cells = [f"{r['time']:>16.2f}{r['peak_rss_gb']:>9.2f}" if "error" not in r else f"{'failed':>25}"
-                     for r in (results[p][v] for p in patterns)]
+            cells = [f"{r['time']:>18.2f}{r['peak_rss_gb']:>9.2f}" if "error" not in r else f"{'failed':>27}"
+                     for r in (results[column][v] for column in columns)]
             print(f"{v:>6} | " + " | ".join(cells))
-        for p in patterns:
-            r = results[p]
+        for column in columns:
+            r = results[column]
             if 32 in r and 64 in r and "error" not in r[32] and "error" not in r[64]:
                 parts = "" if mode != "infer" else ", by component (forward hooks): " + ", ".join(
                     f"{part} {r[32]['parts'][part]:.2f} -> {r[64]['parts'][part]:.2f} s "
                     f"(x{r[64]['parts'][part] / r[32]['parts'][part]:.2f})"
                     for part in PARTS if r[32]["parts"].get(part))
-                print(f"  {p}: t64/t32 = {r[64]['time'] / r[32]['time']:.2f}{parts}")
+                print(f"  {' '.join(column)}: t64/t32 = {r[64]['time'] / r[32]['time']:.2f}{parts}")
 
     if args.paper_256:
-        r = spawn("paper", "hybrid", 32, 256, 256, "infer", 0, count_flops=True, default_malloc=args.default_malloc)
-        print("\n`paper`, 32 views 256x256, forward (inference_mode), timed after the FLOP-counting run")
-        if "error" in r:
-            print("  failed:", r["error"])
-        else:
-            peak = r["matmul_peak"]
-            total = sum(r["flops"].values())
-            print(f"  time {r['time']:.1f} s, peak memory {r['peak_rss_gb']:.1f} GB, {total / 1e12:.2f} TFLOP "
-                  f"(matmuls, convolutions, attention): {total / r['time'] / 1e9:.1f} GFLOP/s = "
-                  f"{100 * total / r['time'] / peak:.0f}% of the fp32 matmul peak measured in the same process "
-                  f"({peak / 1e9:.1f} GFLOP/s)")
-            for part in PARTS:
-                seconds, flops = r["parts"][part], r["flops"][part]
-                print(f"  {PARTS[part]:<40} {seconds:6.1f} s {flops / 1e12:6.2f} TFLOP {flops / seconds / 1e9:6.1f} "
-                      f"GFLOP/s = {100 * flops / seconds / peak:3.0f}% of peak")
+        print(f"\n`paper`, 32 views 256x256, forward (inference_mode), the best of {args.rounds} process(es) per "
+              "precision (precisions in turn), each one run timed after its FLOP-counting run")
+        runs = {}
+        for _ in range(args.rounds):  # precisions in turn, so a slow spell hits both
+            for precision in args.precision:
+                r = spawn("paper", "hybrid", 32, 256, 256, "infer", 0, precision, args, count_flops=True)
+                best = runs.get(precision)
+                if best is None or "error" in best or r.get("time", float("inf")) < best["time"]:
+                    runs[precision] = r
+        for precision, r in runs.items():
+            if "error" in r:
+                print(f"  {precision}: failed: {r['error']}")
+            else:
+                print_paper_256(r, precision)
+        if all(p in runs and "error" not in runs[p] for p in PRECISIONS):
+            t32, t16 = runs["fp32"], runs["bf16"]
+            print(f"  bf16 is {t32['time'] / t16['time']:.2f}x faster than fp32 (" + ", ".join(
+                f"{part} {t32['parts'][part] / t16['parts'][part]:.2f}x" for part in PARTS) + ")")
     if args.paper_960:
-        r = spawn("paper", "hybrid", 32, 544, 960, "infer", 0, default_malloc=args.default_malloc)
         print("\n`paper`, 32 views 960x544, inference (inference_mode, head decoded 8 views at a time), "
-              "single cold run")
-        print("  failed: " + r["error"] if "error" in r else
-              f"  time {r['time']:.1f} s, peak memory {r['peak_rss_gb']:.1f} GB (setup {r['setup_rss_gb']:.1f} GB)")
-    print("\nreproduce: python bench/bench_model.py " + " ".join(sys.argv[1:]))
+              "single cold run per precision")
+        for precision in args.precision:
+            r = spawn("paper", "hybrid", 32, 544, 960, "infer", 0, precision, args)
+            print(f"  {precision}: failed: {r['error']}" if "error" in r else
+                  f"  {precision}: time {r['time']:.1f} s, peak memory {r['peak_rss_gb']:.1f} GB "
+                  f"(setup {r['setup_rss_gb']:.1f} GB)")
+    print(f"\nload average {os.getloadavg()[0]:.1f} at end")
+    print("reproduce: python bench/bench_model.py " + " ".join(sys.argv[1:]))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Training step time, peak memory and throughput of the `small` network on this machine.
 
     python -m bench.bench_train [--views 8 32] [--size 128] [--targets 8] [--steps 3] [--preset small]
-                                [--no-checkpointing] [--perceptual] [--bf16] [--threads N]
+                                [--no-checkpointing] [--perceptual] [--precision fp32 bf16] [--threads N]
 
 One full optimizer step as the trainer runs it (train.step.forward_loss: network, per-view
 checkpointed fp32 renders of the targets, loss, backward, gradient clipping, AdamW) on one scene
@@ -10,7 +10,8 @@ frames and cameras a forward-moving walk, normalised as the data pipeline does; 
 included. Each view count runs in its own process so its peak resident memory (ru_maxrss, minus the
 process's memory before the first step) is its own. The first step (warm-up) is not timed.
 The network is freshly initialised: its Gaussians are small and distant, so rendering is cheaper
-than for a trained model.
+than for a trained model. --precision runs each view count in fp32 and under bf16 autocast (as the
+trainer's `mixed_precision: bf16`), side by side.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def run_one(args) -> dict:
     times = []
     for step in range(args.steps + 1):
         start = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16"):
             out = forward_loss(model, losses, batch, config)
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -93,25 +94,38 @@ def main() -> None:
     parser.add_argument("--preset", default="small")
     parser.add_argument("--no-checkpointing", action="store_true", help="no per-block activation checkpointing")
     parser.add_argument("--perceptual", action="store_true", help="include the LPIPS-VGG loss (weights needed)")
-    parser.add_argument("--bf16", action="store_true", help="bf16 autocast for the network")
+    parser.add_argument("--precision", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"],
+                        help="fp32, and/or bf16 autocast for the network (rendering stays fp32)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # internal: measure one view count
     args = parser.parse_args()
     if args.one is not None:
+        args.precision = args.precision[0]
         print(json.dumps(run_one(args)))
         return
     print("reproduce: python -m bench.bench_train " + " ".join(sys.argv[1:]))
     print(f"preset {args.preset}, {args.size}x{args.size}, {args.targets} targets, batch 1, "
-          f"{'bf16' if args.bf16 else 'fp32'}, activation checkpointing {'off' if args.no_checkpointing else 'on'}, "
-          f"perceptual loss {'on' if args.perceptual else 'off'}, {args.threads} threads, median of {args.steps} steps")
-    print(f"{'views':>5} {'step s':>8} {'views/s':>8} {'peak MB':>8}")
-    flags = sys.argv[1:]
+          f"activation checkpointing {'off' if args.no_checkpointing else 'on'}, "
+          f"perceptual loss {'on' if args.perceptual else 'off'}, {args.threads} threads, "
+          f"median of {args.steps} steps, "
+          f"load average {os.getloadavg()[0]:.1f} at start")
+    print(f"{'views':>5} {'precision':>9} {'step s':>8} {'views/s':>8} {'peak MB':>8}")
+    flags = ["--size", str(args.size), "--targets", str(args.targets), "--steps", str(args.steps), "--preset",
+             args.preset, "--threads", str(args.threads)] + ["--no-checkpointing"] * args.no_checkpointing \
+        + ["--perceptual"] * args.perceptual
     for views in args.views:
-        command = [sys.executable, "-m", "bench.bench_train", *flags, "--one", str(views)]
-        env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))  # also sizes the rasterizer's OpenMP pool
-        run = subprocess.run(command, check=True, capture_output=True, text=True, env=env)
-        result = json.loads(run.stdout.splitlines()[-1])
-        print(f"{views:>5} {result['step_s']:>8.2f} {result['views_per_s']:>8.1f} {result['peak_mb']:>8.0f}")
+        steps = {}
+        for precision in args.precision:
+            command = [sys.executable, "-m", "bench.bench_train", *flags, "--precision", precision, "--one", str(views)]
+            env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))  # also sizes the rasterizer's OpenMP pool
+            run = subprocess.run(command, check=True, capture_output=True, text=True, env=env)
+            result = json.loads(run.stdout.splitlines()[-1])
+            steps[precision] = result["step_s"]
+            print(f"{views:>5} {precision:>9} {result['step_s']:>8.2f} {result['views_per_s']:>8.1f} "
+                  f"{result['peak_mb']:>8.0f}")
+        if len(steps) == 2:
+            print(f"{'':>5} bf16 step / fp32 step = {steps['bf16'] / steps['fp32']:.2f}")
+    print(f"load average {os.getloadavg()[0]:.1f} at end")
 
 
 if __name__ == "__main__":

@@ -97,28 +97,6 @@ inline bool splat_box(const PackedSplat& s, int tile_x0, int tile_y0, int tile_x
   return true;
 }
 
-// exp(x) for x <= 0 in straight-line float arithmetic (Cephes' expf: range reduction by ln 2, a
-// degree-5 polynomial, exponent bits), so that loops calling it vectorise. Relative error below
-// 1e-7 (under one float ulp); inputs below -87 return ~1e-38 instead of denormals, far below any
-// alpha threshold.
-template <bool kFma>
-inline float exp_neg(float x) {
-  x = std::max(x, -87.f);
-  // Round to nearest by the 1.5 * 2^23 trick (no library call, so the loop stays vectorisable).
-  const float n = mul_add<kFma>(x, 1.44269504088896341f, 12582912.f) - 12582912.f;
-  const float r = mul_add<kFma>(n, 2.12194440e-4f, mul_add<kFma>(n, -0.693359375f, x));
-  // The polynomial by Estrin's scheme: three independent pairs, then two levels, a chain of
-  // about half Horner's length. The pixel loops are bound by this latency, not by throughput.
-  const float r2 = r * r, r4 = r2 * r2;
-  const float p54 = mul_add<kFma>(1.9875691500e-4f, r, 1.3981999507e-3f);
-  const float p32 = mul_add<kFma>(8.3334519073e-3f, r, 4.1665795894e-2f);
-  const float p10 = mul_add<kFma>(1.6666665459e-1f, r, 5.0000001201e-1f);
-  const float y = mul_add<kFma>(p54, r4, mul_add<kFma>(p32, r2, p10));
-  const float e = mul_add<kFma>(y, r2, r) + 1.f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-  return e * std::bit_cast<float>(bits);
-}
-
 // Gaussian falloff sigma = 0.5 a dx^2 + b dx dy + 0.5 c dy^2 at offset (dx, dy) = mean - pixel
 // centre, evaluated as (0.5 a dx + b dy) dx + 0.5 c dy^2 with the terms of the row precomputed.
 struct RowTerms {

@@ -79,8 +79,7 @@ def paths(model: LongLRM, device: torch.device, precision: Precision) -> list[tu
     """(operation, the implementation it takes on `device` and why) for each kind of block of `model`."""
     config = model.config
     capability = cuda_capability(device)
-    # What the kernels are fed: under bf16 autocast the projections in front of them return bf16.
-    dtype = torch.bfloat16 if precision.name == "bf16" else torch.float32
+    dtype = precision.dtype  # what the kernels are fed: the projections in front of them return it
     mamba = _by_width(model, "m")  # {width: [Mamba2Block]}
     attention = _by_width(model, "t")  # {width: [TransformerBlock]}
     out = []
@@ -106,7 +105,7 @@ def paths(model: LongLRM, device: torch.device, precision: Precision) -> list[tu
             kernel += f", its input copied on each call ({copied})" if copied else ", in_proj slice passed as is"
         out.append((f"causal conv1d, width {width}, {_count(len(blocks), 'block')}, "
                     f"in_proj width {layer.in_proj.out_features}",
-                    _path(blocker, kernel, "PyTorch shifted multiply-adds", config.mamba_backend)))
+                    _path(blocker, kernel, "PyTorch depthwise convolution (oneDNN)", config.mamba_backend)))
     for width, blocks in attention.items():
         head_dim = blocks[0].attn.head_dim
         blocker = "requested" if config.attention_backend == "sdpa" else transformer.flash_blocker(

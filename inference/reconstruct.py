@@ -26,7 +26,7 @@ from data.view_sampling import Selection, eval_targets, to_scene_order
 from model.cameras import Cameras
 from model.gaussians import Gaussians
 from model.ply import save_ply
-from model.precision import Precision, resolve_precision
+from model.precision import resolve_precision
 
 from .camera_path import smooth_path
 from model.pretrained import LoadedModel, Preprocessing
@@ -188,11 +188,12 @@ def use_input_index(scene: Scene, index: dict[str, dict[str, list[int]]], where:
 
 
 def predict(loaded: LoadedModel, sample: Sample, preprocessing: Preprocessing, device: torch.device,
-            timer: StageTimer, precision: Precision) -> tuple[Gaussians, int]:
-    """One forward pass on the sample's inputs, then pruning: (kept Gaussians [N], predicted count)."""
+            timer: StageTimer) -> tuple[Gaussians, int]:
+    """One forward pass on the sample's inputs, then pruning: (kept Gaussians [N], predicted count).
+    The network runs at the precision it was set to (model.precision.Precision.apply)."""
     images = sample.input_images.to(device)[None]  # [1, V, H, W, 3]
     cameras = sample.input_cameras.to(device).reshape(1, sample.input_images.shape[0])
-    with timer.stage("predict"), torch.inference_mode(), precision.autocast():
+    with timer.stage("predict"), torch.inference_mode():
         predicted = loaded.model(images, cameras).gaussians.scene(0)
     # A sum is finite exactly when every value is (no overflow at these magnitudes), and needs no mask.
     broken = [f.name for f in fields(predicted) if not math.isfinite(float(getattr(predicted, f.name).sum()))]
@@ -215,6 +216,7 @@ def reconstruct(scene: Scene, loaded: LoadedModel, options: Options, out_dir: Pa
     timer = timer or StageTimer(device)
     used = preprocessing(loaded, options)
     precision = resolve_precision(options.precision, device)
+    precision.apply(loaded.model)
     check_sample_memory(scene, loaded, options, device)
     with timer.stage("load views"):
         selection, sample = scene_sample(scene, loaded, options)
@@ -225,7 +227,7 @@ def reconstruct(scene: Scene, loaded: LoadedModel, options: Options, out_dir: Pa
     if mismatch:
         log.warning("warning: %s", mismatch)
 
-    gaussians, predicted = predict(loaded, sample, used, device, timer, precision)
+    gaussians, predicted = predict(loaded, sample, used, device, timer)
     result = Result(out_dir, len(inputs), len(targets), (height, width), precision.name, predicted, gaussians.count,
                     timer.seconds)
 

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from model.config import GaussianHeadConfig
+from model.cpu_allocator import release_freed_memory
 from model.gaussians import Gaussians
 
 
@@ -30,17 +31,20 @@ class GaussianHead(nn.Module):
         nn.init.normal_(self.proj.weight, std=0.02)
 
     def raw(self, tokens: Tensor, views: int, h: int, w: int) -> Tensor:
-        """tokens [B, V*h*w, D] -> raw per-pixel channels [B, V, h*P, w*P, 59] in float32."""
+        """tokens [B, V*h*w, D] -> raw per-pixel channels [B, V, h*P, w*P, 59] in the weights' dtype."""
         b, p = tokens.shape[0], self.patch_size
-        out = self.proj(self.norm(tokens)).float()  # [B, V*h*w, P*P*59]
+        out = self.proj(self.norm(tokens).to(self.proj.weight.dtype))  # [B, V*h*w, P*P*59]
         out = out.view(b, views, h, w, p, p, -1).permute(0, 1, 2, 4, 3, 5, 6)  # [B, V, h, P, w, P, 59]
         return out.reshape(b, views, h * p, w * p, -1)
 
     def activate(self, raw: Tensor, origins: Tensor, dirs: Tensor) -> tuple[dict[str, Tensor], Tensor]:
-        """raw [..., 59], origins and unit dirs [..., 3] -> (Gaussian fields [..., *], distance [...])."""
+        """raw [..., 59], origins and unit dirs [..., 3] -> (Gaussian fields [..., *], distance [...]),
+        computed in float32 whatever raw's dtype. The SH coefficients, copied as they are, stay in
+        raw's dtype: the caller widens them in its copy into the output (most of the bytes)."""
         cfg = self.cfg
         k = (cfg.sh_degree + 1) ** 2
         xyz, sh, scale, quat, opacity = raw.split([3, 3 * k, 3, 4, 1], dim=-1)
+        xyz, scale, quat, opacity = (t.float() for t in (xyz, scale, quat, opacity))
         distance = torch.sigmoid(xyz.mean(-1)) * cfg.max_dist  # [...]
         fields = {
             "means": origins + distance[..., None] * dirs,
@@ -57,7 +61,8 @@ class GaussianHead(nn.Module):
         Returns Gaussians with fields [B, V*H*W, ...] (view-major, then pixel rows, then columns)
         and the distances along the rays [B, V, H, W]. Decodes `views_per_chunk` views at a time;
         without autograd each chunk is written straight into preallocated outputs, so peak memory
-        is the output plus one chunk's temporaries.
+        is the output plus one chunk's temporaries; the memory the blocks freed is handed back to
+        the system first (model/cpu_allocator.py), so the output does not stack on top of it.
         """
         b, v, height, width, _ = origins.shape
         h, w = height // self.patch_size, width // self.patch_size
@@ -70,14 +75,15 @@ class GaussianHead(nn.Module):
 
         if torch.is_grad_enabled() or len(spans) == 1:
             parts = [decode(v0, v1) for v0, v1 in spans]
-            fields = {name: torch.cat([f[name] for f, _ in parts], dim=1) for name in parts[0][0]}
+            fields = {name: torch.cat([f[name] for f, _ in parts], dim=1).float() for name in parts[0][0]}
             dist = torch.cat([d for _, d in parts], dim=1)
         else:
+            release_freed_memory()
             fields, dist = {}, None
             for v0, v1 in spans:
                 part, d = decode(v0, v1)
                 if dist is None:
-                    fields = {name: t.new_empty(b, v, *t.shape[2:]) for name, t in part.items()}
+                    fields = {name: t.new_empty(b, v, *t.shape[2:], dtype=torch.float32) for name, t in part.items()}
                     dist = d.new_empty(b, v, *d.shape[2:])
                 for name, t in part.items():
                     fields[name][:, v0:v1] = t

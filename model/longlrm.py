@@ -51,6 +51,24 @@ class LongLRM(nn.Module):
                                                     config.attention_backend))
         self.head = GaussianHead(config.widths[-1], config.output_patch_size, config.gaussians)
 
+    def set_precision(self, dtype: torch.dtype) -> "LongLRM":
+        """Run the network in `dtype` from now on: torch.float32, or torch.bfloat16 where the hardware
+        multiplies bfloat16 natively (CPUs: model.cpu_features.native_bf16_matmul; recent GPUs).
+
+        Converts in place, once, the weights of every linear layer and of the token merge: the
+        matmuls, which bfloat16 speeds up, then run in it with float32 accumulation, and the
+        activations between them stay bfloat16. What would show its rounding stays float32: the
+        residual stream between blocks, norm statistics, the scan's step sizes, decays and carried
+        state, rays and the output Gaussians. No autocast needed. Returns self. Going back to float32
+        keeps the rounded weights: reload the checkpoint for the exact network.
+        """
+        if dtype not in (torch.float32, torch.bfloat16):
+            raise ValueError(f"precision must be torch.float32 or torch.bfloat16, got {dtype}")
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Conv2d)):
+                module.to(dtype)
+        return self
+
     def check_inputs(self, images: Tensor, cameras: Cameras) -> None:
         if images.dim() != 5 or images.shape[-1] != 3:
             raise ValueError(f"images must be [B, V, H, W, 3], got {tuple(images.shape)}")

@@ -20,8 +20,10 @@ class TokenMerge(nn.Module):
     def forward(self, x: Tensor, num_global: int, views: int, h: int, w: int) -> Tensor:
         # x [B, G + V*h*w, D] -> [B, G + V*(h/2)*(w/2), D_merged]
         b, _, d = x.shape
+        dtype = x.dtype  # of the residual stream, restored on the way out
+        x = x.to(self.conv.weight.dtype)
         glob, image = x[:, :num_global], x[:, num_global:]
         grid = image.reshape(b * views, h, w, d).permute(0, 3, 1, 2)  # [B*V, D, h, w]
         merged = self.conv(grid).flatten(2).transpose(1, 2)  # [B*V, h*w/4, D_merged]
         merged = merged.reshape(b, views * (h // 2) * (w // 2), -1)
-        return torch.cat([self.global_proj(glob), merged], dim=1)
+        return torch.cat([self.global_proj(glob), merged], dim=1).to(dtype)

@@ -10,7 +10,9 @@ The scan, per head h (P channels) with a shared-per-group state input B_t and re
 `chunk_scan` computes the same thing in chunks of Q steps (Mamba2's "state space duality"):
 inside a chunk the map x -> y is a masked Q x Q matrix (a small attention), and only one state per
 chunk is carried across chunk boundaries. Almost all the work becomes batched matrix products,
-which is what a CPU does fast. Results do not depend on Q beyond float rounding.
+which is what a CPU does fast (in bfloat16 for bfloat16 inputs); the elementwise stages between them
+run as native CPU kernels when no gradient is needed (model/mamba2_native.py). Results do not depend
+on Q beyond float rounding.
 
 `scan` chooses between mamba_ssm's fused kernel (CUDA tensors, when mamba_ssm imports) and
 `chunk_scan`, and logs the decision once.
@@ -24,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from model import mamba2_native
 from model.fast_path import log_choice
 
 try:
@@ -49,7 +52,7 @@ def _prepare_dt(dt: Tensor, dt_bias: Tensor | None, dt_softplus: bool, dt_limit:
 def _skip_and_gate(y: Tensor, x: Tensor, D: Tensor | None, z: Tensor | None) -> Tensor:
     """y + D x, then y * silu(z): the two extras mamba_chunk_scan_combined applies after the scan."""
     if D is not None:
-        y = y + x * (D[:, None] if D.dim() == 1 else D)  # D [H] or [H, P]
+        y = torch.addcmul(y, x, D[:, None] if D.dim() == 1 else D)  # D [H] or [H, P]
     if z is not None:
         y = y * F.silu(z)
     return y
@@ -98,35 +101,52 @@ def chunk_scan_ref(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Te
 
 
 class _StatePassing(torch.autograd.Function):
-    """Carry the state across the chunks of one slab: s_0 = s_in, s_{k+1} = a_k * s_k + u_k.
-
-    Returns (s_0 .. s_{c-1} stacked, s_c). A hand-written backward (the same recurrence run in
-    reverse) keeps this one autograd node instead of c tiny ones, and saves only its own output.
+    """`state_passing` in PyTorch, one chunk at a time; the test oracle of the native kernel and the
+    path whenever gradients are needed. A hand-written backward (the same recurrence run in reverse,
+    in float32) keeps this one autograd node instead of c tiny ones, and saves only its own output.
     """
 
     @staticmethod
     def forward(ctx, u: Tensor, a: Tensor, s_in: Tensor) -> tuple[Tensor, Tensor]:
-        # u [c, *S] state each chunk produces; a [c, *] decay across each chunk, broadcastable to S
+        # u [b, c, *S] state each chunk produces; a [b, c, *] decay across each chunk, broadcastable to u
         states = torch.empty_like(u)
-        states[0] = s_in
-        for k in range(u.shape[0] - 1):
-            torch.addcmul(u[k], states[k], a[k], out=states[k + 1])
-        s_out = torch.addcmul(u[-1], states[-1], a[-1])
+        s = s_in
+        for k in range(u.shape[1]):
+            states[:, k] = s
+            s = torch.addcmul(u[:, k].float(), s, a[:, k])
         ctx.save_for_backward(states, a)
-        return states, s_out
+        return states, s
 
     @staticmethod
     def backward(ctx, grad_states: Tensor, grad_s_out: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         states, a = ctx.saved_tensors
         # grad_u[k] is the total gradient reaching s_{k+1}: from s_out for the last chunk, and
         # grad_states[k+1] plus what flows back through the decay a[k+1] for the others.
-        grad_u = torch.empty_like(states)
-        grad_u[-1] = grad_s_out
-        for k in range(states.shape[0] - 1, 0, -1):
-            torch.addcmul(grad_states[k], grad_u[k], a[k], out=grad_u[k - 1])
-        grad_a = (grad_u * states).sum_to_size(a.shape)
-        grad_s_in = torch.addcmul(grad_states[0], grad_u[0], a[0])
+        grad_states = grad_states.float()
+        grad_u = torch.empty_like(grad_states)
+        grad_u[:, -1] = grad_s_out
+        for k in range(states.shape[1] - 1, 0, -1):
+            torch.addcmul(grad_states[:, k], grad_u[:, k], a[:, k], out=grad_u[:, k - 1])
+        grad_a = (grad_u * states.float()).sum_to_size(a.shape)
+        grad_s_in = torch.addcmul(grad_states[:, 0], grad_u[:, 0], a[:, 0])
         return grad_u, grad_a, grad_s_in
+
+
+def state_passing(u: Tensor, decay: Tensor, s_in: Tensor) -> tuple[Tensor, Tensor]:
+    """Carry the state across the c chunks of a slab: s_0 = s_in, s_{k+1} = decay_k * s_k + u_k.
+
+    u [b, c, g, n, hg, p] (float32 or bfloat16) the state each chunk produces, decay [b, c, g, hg]
+    float32 the decay across each chunk (per head), s_in [b, g, n, hg, p] float32. Returns
+    (s_0 .. s_{c-1} stacked like u, in u's dtype; s_c in float32). The running state is float32
+    whatever u's dtype (in bfloat16 its rounding would compound from chunk to chunk); only the stacked
+    copies the readout multiplies with are rounded. CPU tensors without gradients go to the native
+    kernel (csrc/mamba2_state_passing.cpp), bitwise equal to the PyTorch twin that handles the rest.
+    """
+    ops = mamba2_native.kernels("SSD state passing", u, decay, s_in)
+    if ops is not None:
+        return ops.state_passing(u.contiguous(), decay.float().contiguous(), s_in.float().contiguous())
+    b, c, g, _, hg, _ = u.shape
+    return _StatePassing.apply(u, decay.view(b, c, g, 1, hg, 1), s_in)
 
 
 def chunk_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_size: int, D: Tensor | None = None,
@@ -137,18 +157,22 @@ def chunk_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_siz
     x [b, l, h, p], dt [b, l, h], A [h], B and C [b, l, g, n], D [h] or [h, p], z [b, l, h, p],
     dt_bias [h]. Returns y [b, l, h, p] in the dtype of x. Any length: a final partial chunk is scanned
     as a shorter chunk (equivalent to padding it with dt = 0, without the copies).
-    Computes in float32 whatever the input dtype or autocast state: exp of cumulative sums of dt * A
-    loses everything in bfloat16.
+    Precision follows mamba_ssm's kernels, whatever the autocast state: step sizes, cumulative sums of
+    dt * A, their exponentials and the state carried across chunks are float32 (exp of cumulative
+    sums loses everything in bfloat16); the chunk matmuls take bfloat16 operands when x is bfloat16
+    (products accumulate in float32) and float32 ones otherwise, and the values between them (scaled
+    inputs, scores, skip, gate) are rounded to that dtype.
     """
     _check_shapes(x, dt, A, B, C, D, z)
     out_dtype = x.dtype
+    mm_dtype = torch.bfloat16 if x.dtype == torch.bfloat16 else torch.float32
     with torch.autocast(device_type=x.device.type, enabled=False):
-        x, dt, A, B, C = (t.float() for t in (x, dt, A, B, C))
-        D = D.float() if D is not None else None
-        z = z.float() if z is not None else None
-        dt_bias = dt_bias.float() if dt_bias is not None else None
-        y = _chunk_scan_fp32(x, _prepare_dt(dt, dt_bias, dt_softplus, dt_limit), A, B, C, chunk_size)
-        return _skip_and_gate(y, x, D, z).to(out_dtype)
+        dt = _prepare_dt(dt.float(), dt_bias.float() if dt_bias is not None else None, dt_softplus, dt_limit)
+        x = x.to(mm_dtype)
+        # B and C arrive as slices of a wider projection; contiguous copies (small: 2 * n values per token)
+        # make the three matmuls that read them several times faster
+        y = _chunk_scan(x, dt, A.float(), B.to(mm_dtype).contiguous(), C.to(mm_dtype).contiguous(), D, chunk_size)
+        return _skip_and_gate(y, x, None, z.to(mm_dtype) if z is not None else None).to(out_dtype)
 
 
 # Elements per slab. The sequence is processed a slab at a time so every intermediate stays a few MB:
@@ -157,7 +181,18 @@ def chunk_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_siz
 _SLAB_ELEMENTS = 1 << 22
 
 
-def _chunk_scan_fp32(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_size: int) -> Tensor:
+# Log-decays are clamped here before exp. exp(-80) ~ 2e-35 is nothing next to any decay that
+# matters, while below -87.3 (where exp leaves float32's normal range) CPU exp takes a path ~70x slower.
+_LOG_TINY = -80.0
+
+
+def _decay(log_decay: Tensor) -> Tensor:
+    """exp of a log-decay (<= 0), with arguments below _LOG_TINY raised to it."""
+    return log_decay.clamp(min=_LOG_TINY).exp()
+
+
+def _chunk_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None, chunk_size: int) -> Tensor:
+    """The scan with the skip, without the gate: x, B, C in the matmul dtype; dt [b, l, h], A and D float32."""
     b, l, h, p = x.shape
     g, n = B.shape[2:]
     q = min(chunk_size, l)
@@ -167,7 +202,8 @@ def _chunk_scan_fp32(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chu
     spans = [(min(slab, whole - t0), q) for t0 in range(0, whole, slab)]  # (tokens, chunk size)
     if whole < l:
         spans.append((l - whole, l - whole))
-    state = x.new_zeros(b, g, n, h // g, p)  # state entering the next span, [n, heads, p] per group
+    state = dt.new_zeros(b, g, n, h // g, p)  # float32 state entering the next span, [n, heads, p] per group
+    D = (D.float()[:, None] if D.dim() == 1 else D.float()).expand(h, p) if D is not None else None  # [h, p]
     # split (not slicing) so autograd assembles the inputs' gradients with one concatenation
     lengths = [length for length, _ in spans]
     ys = []
@@ -176,47 +212,87 @@ def _chunk_scan_fp32(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chu
         dt_s = dt_s.unflatten(1, split)  # [b, c, q, h]
         a_cum = torch.cumsum(dt_s * A, dim=2)  # [b, c, q, h] log-decay since the chunk start, inclusive
         y, state = _slab_scan(x_s.unflatten(1, split), dt_s, a_cum, B_s.unflatten(1, split),
-                              C_s.unflatten(1, split), state)
+                              C_s.unflatten(1, split), D, state)
         ys.append(y.flatten(1, 2))  # [b, length, h, p]
     return torch.cat(ys, dim=1) if len(ys) > 1 else ys[0]
 
 
-def _slab_scan(x: Tensor, dt: Tensor, a_cum: Tensor, B: Tensor, C: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+def _slab_scan(x: Tensor, dt: Tensor, a_cum: Tensor, B: Tensor, C: Tensor, D: Tensor | None,
+               state: Tensor) -> tuple[Tensor, Tensor]:
     """Scan c consecutive chunks given the state entering the first; returns (y, state leaving the last).
 
+    x, B, C in the matmul dtype, dt, a_cum, D [h, p] and state float32; y comes back in the matmul dtype.
     States are kept as [n, heads * p] per group (d_state rows), so both big matmuls below read their
-    operands in BLAS-friendly layouts and the readout lands directly in the output layout.
+    operands in BLAS-friendly layouts and the readout lands directly in the output layout. The
+    elementwise stages between the matmuls are `_chunk_inputs`, `_chunk_scores` and `_chunk_outputs`.
     """
     b, c, q, h, p = x.shape
     g, n = B.shape[-2:]
     hg = h // g  # heads per group
-    x_dt = x * dt[..., None]  # [b, c, q, h, p] the input each step injects
+    x_dt, x_end = _chunk_inputs(x, dt, a_cum)  # [b, c, h, q, p], [b, c, q, h, p]
     B_t = B.permute(0, 1, 3, 4, 2)  # [b, c, g, n, q]
     C_g = C.transpose(2, 3)  # [b, c, g, q, n]
 
     # 1. Within a chunk: y_l = sum_{s<=l} exp(a_l - a_s) (C_l . B_s) x_dt_s, a masked q x q matrix per head.
-    #    The mask is applied as -inf before exp so masked entries are exactly 0 with finite gradients.
-    cb = C_g @ B_t  # [b, c, g, q, q]
-    causal = torch.ones(q, q, dtype=torch.bool, device=x.device).tril()
-    a_hq = a_cum.transpose(2, 3).contiguous()  # [b, c, h, q]; contiguous so seg and scores are too
-    seg = (a_hq[..., :, None] - a_hq[..., None, :]).masked_fill_(~causal, -math.inf)  # [b, c, h, q, q]
-    scores = seg.exp_().view(b, c, g, hg, q, q) * cb[:, :, :, None]  # [b, c, g, hg, q, q]
-    y_diag = scores.view(b, c, h, q, q) @ x_dt.transpose(2, 3)  # [b, c, h, q, p]
+    scores = _chunk_scores(a_cum, C_g @ B_t)  # [b, c, h, q, q]
+    y_diag = scores @ x_dt  # [b, c, h, q, p]
 
     # 2. The state each chunk leaves behind: sum_s exp(a_last - a_s) B_s x_dt_s^T, one matmul per
     #    (chunk, group) with all the group's heads side by side.
-    x_end = x_dt * torch.exp(a_cum[:, :, -1:] - a_cum)[..., None]  # [b, c, q, h, p]
     produced = B_t @ x_end.view(b, c, q, g, hg * p).transpose(2, 3)  # [b, c, g, n, hg*p]
 
     # 3. Carry states across chunk boundaries (sequential over chunks only).
-    u = produced.view(b, c, g, n, hg, p).transpose(0, 1)  # [c, b, g, n, hg, p]
-    decay = torch.exp(a_cum[:, :, -1]).view(b, c, g, 1, hg, 1).transpose(0, 1)  # [c, b, g, 1, hg, 1]
-    entering, state = _StatePassing.apply(u.contiguous(), decay.contiguous(), state)
-    entering = entering.transpose(0, 1).reshape(b, c, g, n, hg * p)  # [b, c, g, n, hg*p]
+    decay = _decay(a_cum[:, :, -1]).view(b, c, g, hg)  # [b, c, g, hg] per head across each chunk
+    entering, state = state_passing(produced.view(b, c, g, n, hg, p), decay, state)
+    entering = entering.view(b, c, g, n, hg * p)  # [b, c, g, n, hg*p] the state entering each chunk
 
-    # 4. What the entering state contributes: exp(a_l) C_l . s, one matmul per (chunk, group).
+    # 4. What the entering state contributes: exp(a_l) C_l . s, one matmul per (chunk, group); then
+    #    the intra-chunk part and the skip D x are added.
     y_off = (C_g @ entering).transpose(2, 3).reshape(b, c, q, h, p)  # [b, c, q, h, p]
-    return y_off * torch.exp(a_cum)[..., None] + y_diag.transpose(2, 3), state
+    return _chunk_outputs(y_diag, y_off, a_cum, x, D), state
+
+
+# The elementwise stages of a slab. Each runs as one native pass on CPU without gradients
+# (csrc/mamba2_chunk.cpp: float32 arithmetic, outputs rounded once) and as the PyTorch code below
+# otherwise (its bfloat16 products are rounded one by one). Products are taken between tensors of
+# one dtype: mixed-dtype elementwise ops run unvectorised.
+
+def _chunk_inputs(x: Tensor, dt: Tensor, a_cum: Tensor) -> tuple[Tensor, Tensor]:
+    """x [b, c, q, h, p], dt and a_cum [b, c, q, h] -> (x * dt as [b, c, h, q, p], what each step
+    injects; x * dt * exp(a_last - a) as [b, c, q, h, p], what it leaves in the chunk's final state)."""
+    ops = mamba2_native.kernels("SSD chunk stages", x, dt, a_cum)
+    if ops is not None:
+        return ops.chunk_inputs(x.flatten(1, 2).flatten(2), dt.contiguous(), a_cum.contiguous())
+    x_dt = x * dt[..., None].to(x.dtype)
+    return x_dt.transpose(2, 3), x_dt * _decay(a_cum[:, :, -1:] - a_cum)[..., None].to(x.dtype)
+
+
+def _chunk_scores(a_cum: Tensor, cb: Tensor) -> Tensor:
+    """a_cum [b, c, q, h], cb = C . B [b, c, g, q, q] -> scores [b, c, h, q, q] in cb's dtype:
+    exp(a_l - a_s) (C_l . B_s) for s <= l, 0 above the diagonal."""
+    ops = mamba2_native.kernels("SSD chunk stages", cb, a_cum)
+    if ops is not None:
+        return ops.chunk_scores(a_cum.contiguous(), cb.contiguous())
+    b, c, q, h = a_cum.shape
+    g = cb.shape[2]
+    # The mask zeroes cb above the diagonal, where a_l - a_s >= 0 is clamped to 0 so exp stays
+    # finite (masked entries are exactly 0, with finite gradients).
+    a_hq = a_cum.transpose(2, 3).contiguous()  # [b, c, h, q]; contiguous so seg and scores are too
+    seg = (a_hq[..., :, None] - a_hq[..., None, :]).clamp_(_LOG_TINY, 0.0)  # [b, c, h, q, q]
+    scores = seg.exp_().view(b, c, g, h // g, q, q) * cb.float().tril_()[:, :, :, None]
+    return scores.view(b, c, h, q, q).to(cb.dtype)
+
+
+def _chunk_outputs(y_diag: Tensor, y_off: Tensor, a_cum: Tensor, x: Tensor, D: Tensor | None) -> Tensor:
+    """y_diag [b, c, h, q, p] + exp(a_cum) y_off [b, c, q, h, p] + D [h, p] x [b, c, q, h, p], as [b, c, q, h, p]."""
+    ops = mamba2_native.kernels("SSD chunk stages", y_diag, y_off, a_cum, x, *([D] if D is not None else []))
+    if ops is not None:
+        D = D.contiguous() if D is not None else a_cum.new_zeros(x.shape[-2:])
+        return ops.chunk_outputs(y_diag.contiguous(), y_off.contiguous(), a_cum.contiguous(),
+                                 x.flatten(1, 2).flatten(2), D)
+    # (y_diag made contiguous first: a transposed operand sends addcmul down a slow strided path)
+    y = torch.addcmul(y_diag.transpose(2, 3).contiguous(), y_off, _decay(a_cum)[..., None].to(x.dtype))
+    return torch.addcmul(y, x, D.to(x.dtype)) if D is not None else y
 
 
 def kernel_available() -> bool:

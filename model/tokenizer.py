@@ -13,9 +13,11 @@ import torch
 from torch import Tensor, nn
 
 
-def pixel_features(images: Tensor, origins: Tensor, dirs: Tensor) -> Tensor:
-    """[rgb * 2 - 1, cross(o, d), d] per pixel: images, origins, dirs [..., H, W, 3] -> [..., H, W, 9]."""
-    return torch.cat([images * 2 - 1, torch.cross(origins, dirs, dim=-1), dirs], dim=-1)
+def pixel_features(images: Tensor, origins: Tensor, dirs: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+    """[rgb * 2 - 1, cross(o, d), d] per pixel: images, origins, dirs [..., H, W, 3] -> [..., H, W, 9],
+    computed in the inputs' dtype and stored in `dtype` (default: the same)."""
+    parts = [images * 2 - 1, torch.cross(origins, dirs, dim=-1), dirs]
+    return torch.cat([part.to(dtype or part.dtype) for part in parts], dim=-1)
 
 
 def patchify(features: Tensor, patch: int) -> Tensor:
@@ -39,6 +41,7 @@ class Tokenizer(nn.Module):
 
     def forward(self, images: Tensor, origins: Tensor, dirs: Tensor) -> Tensor:
         # images [B, V, H, W, 3] in [0, 1]; origins, dirs [B, V, H, W, 3] world rays -> [B, G + V*h*w, D]
-        tokens = self.proj(patchify(pixel_features(images, origins, dirs), self.patch_size))
-        glob = self.global_tokens.expand(tokens.shape[0], -1, -1).to(tokens.dtype)
-        return self.norm(torch.cat([glob, tokens], dim=1))
+        features = pixel_features(images, origins, dirs, self.proj.weight.dtype)  # [B, V, H, W, 9]
+        tokens = self.proj(patchify(features, self.patch_size))  # in the weight's dtype
+        glob = self.global_tokens.expand(tokens.shape[0], -1, -1)  # float32: the residual stream's dtype
+        return self.norm(torch.cat([glob, tokens.to(glob.dtype)], dim=1))

@@ -83,7 +83,8 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         # x [B, L, D]
-        q, k, v = self.qkv(x).unflatten(-1, (3, self.heads, self.head_dim)).unbind(2)  # each [B, L, H, d]
+        qkv = self.qkv(x.to(self.qkv.weight.dtype))  # in the weight's dtype
+        q, k, v = qkv.unflatten(-1, (3, self.heads, self.head_dim)).unbind(2)  # each [B, L, H, d]
         return self.proj(attention(q, k, v, self.backend).flatten(-2))
 
 
@@ -95,7 +96,7 @@ class MLP(nn.Module):
         self.fc2 = nn.Linear(ratio * dim, dim, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(self.act(self.fc1(x)))
+        return self.fc2(self.act(self.fc1(x.to(self.fc1.weight.dtype))))
 
 
 class TransformerBlock(nn.Module):
@@ -111,5 +112,6 @@ class TransformerBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         # x [B, L, D]
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+        # x is the float32 residual stream; the branches compute in their weights' dtype
+        x = x + self.attn(self.norm1(x)).to(x.dtype)
+        return x + self.mlp(self.norm2(x)).to(x.dtype)

@@ -16,6 +16,7 @@ from model.pretrained import DEMO_CHECKPOINT, load_model
 from model import fast_path
 from model.build import build_model
 from model.config import preset
+from model.cpu_features import native_bf16_matmul
 from model.precision import resolve_precision
 from tests.test_longlrm import random_cameras, random_images
 
@@ -47,14 +48,15 @@ def test_check_describes_this_machine():
         else:
             assert "not installed" in line or "import fails" in line, line
     assert f"network: {DEMO_CHECKPOINT}" in proc.stdout
-    assert ("precision: fp32 on cpu (auto: fp32 on cpu); rendering, the scan's state and the losses stay fp32"
-            in lines)
+    auto = "bf16" if native_bf16_matmul()[0] else "fp32"
+    assert f"precision: {auto} on cpu (auto: {native_bf16_matmul()[1]}); the residual stream, norms, the scan's " \
+           "state, rendering and the losses stay fp32" in lines
     assert proc.stderr == ""  # the report says it all, once
 
 
 def test_check_precision_and_device_options(capsys):
     assert infer.main(["--check", "--precision", "bf16", "--device", "cpu"]) == 0
-    assert "precision: bf16 autocast on cpu (requested)" in capsys.readouterr().out
+    assert "precision: bf16 on cpu (requested" in capsys.readouterr().out
     if not torch.cuda.is_available():
         assert infer.main(["--check", "--device", "cuda"]) == 2
         assert capsys.readouterr().err.startswith("error: --device cuda was requested")
@@ -64,7 +66,8 @@ def logged_choices(model, images, cameras, caplog, monkeypatch, precision) -> di
     """Run the network and the renderer for real and collect the fast-path decisions they log."""
 
     monkeypatch.setattr(fast_path, "_reported", set())
-    with caplog.at_level(logging.INFO), torch.no_grad(), precision.autocast():
+    precision.apply(model)
+    with caplog.at_level(logging.INFO), torch.no_grad():
         out = model(images, cameras)
         out.gaussians.render(cameras[:, :1])
     choices = {}
@@ -97,7 +100,7 @@ def test_reported_paths_follow_the_config_backends():
     forced = build_model(replace(config, mamba_backend="torch", attention_backend="flash"))
     report = dict(paths(forced, torch.device("cpu"), resolve_precision("fp32", torch.device("cpu"))))
     assert report["SSD scan, 3 Mamba2 blocks"] == "pure-PyTorch chunk_scan (requested)"
-    assert report["causal conv1d, width 32, 2 blocks, in_proj width 164"] == "PyTorch shifted multiply-adds (requested)"
+    assert report["causal conv1d, width 32, 2 blocks, in_proj width 164"] == "PyTorch depthwise convolution (oneDNN) (requested)"
     assert report["attention, width 32, head dim 16, 1 block"] == (
         "error at run time, backend 'flash' was requested (running on cpu)")
     with pytest.raises(RuntimeError, match="'flash' requested but flash-attn cannot run: running on cpu$"):

@@ -234,7 +234,7 @@ def test_conv_falls_back_with_the_reason_logged(caplog, monkeypatch):
         causal_conv1d(x, weight, bias)
     messages = [r.getMessage() for r in caplog.records if r.name == "model.mamba2"]
     reason = mamba2.conv_kernel_blocker(mamba2.causal_conv1d_fn is not None, "cpu", None, 4, x.dtype)
-    assert messages == [f"causal conv1d: PyTorch shifted multiply-adds ({reason})"]
+    assert messages == [f"causal conv1d: PyTorch depthwise convolution (oneDNN) ({reason})"]
 
 
 def test_conv_kernel_request_without_cuda_is_an_error():

@@ -23,7 +23,6 @@ from inference.timer import StageTimer
 from model.cameras import Cameras
 from model.config import GaussianHeadConfig, MambaConfig, ModelConfig
 from model.official_checkpoint import load_official_checkpoint
-from model.precision import resolve_precision
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "official_golden.safetensors"
 # The configuration the fixture script gives the official model, and the same network in our terms.
@@ -83,7 +82,7 @@ def test_every_gaussian_field_and_the_kept_set_match_the_official_code(tmp_path)
                     torch.eye(4, dtype=torch.float64), torch.arange(v), torch.arange(0))
     recipe = loaded.preprocessing.override(prune_seed=int(meta["prune_seed"]))
     cpu = torch.device("cpu")
-    kept, predicted = predict(loaded, sample, recipe, cpu, StageTimer(cpu), resolve_precision("fp32", cpu))
+    kept, predicted = predict(loaded, sample, recipe, cpu, StageTimer(cpu))
     keep = data["output"]["keep"]
     assert predicted == v * h * w and kept.count == len(keep) == int(predicted * 0.36) + int(predicted * 0.04)
     assert torch.equal(kept.means, ours.means[keep]) and torch.equal(kept.sh, ours.sh[keep])

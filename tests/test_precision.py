@@ -12,25 +12,37 @@ import infer
 from data.procedural import ProceduralConfig, generate_scene, write_dl3dv_scene
 from model import fast_path
 from model.build import build_model
+from model.cpu_features import native_bf16_matmul
 from model.precision import resolve_precision
 from tests.test_infer import write_checkpoint
 from tests.test_longlrm import random_cameras, random_images
 
 
-@pytest.mark.parametrize("requested, device, capability, name, reason", [
+AMX = {"architecture": "x86_64", "amx_bf16": True, "avx512_bf16": True}  # Sapphire Rapids
+ZEN4 = {"architecture": "x86_64", "amx_bf16": False, "avx512_bf16": True}
+SKYLAKE = {"architecture": "x86_64", "amx_bf16": False, "avx512_bf16": False}
+ARM = {"architecture": "aarch64"}
+
+
+@pytest.mark.parametrize("requested, device, hardware, name, reason", [
     ("auto", "cuda", (8, 0), "bf16", "compute capability 8.0 has native bf16"),  # A100: as the authors evaluate
     ("auto", "cuda", (9, 0), "bf16", "has native bf16"),
     ("auto", "cuda", (7, 5), "fp32", "compute capability 7.5 has no native bf16"),  # T4
     ("auto", "cuda", (7, 0), "fp32", "has no native bf16"),  # V100
     ("fp32", "cuda", (8, 0), "fp32", "requested"),
     ("bf16", "cuda", (8, 6), "bf16", "requested"),
-    ("bf16", "cuda", (7, 5), "bf16", "emulates bf16"),
-    ("auto", "cpu", None, "fp32", "auto: fp32 on cpu"),
-    ("fp32", "cpu", None, "fp32", "requested"),
-    ("bf16", "cpu", None, "bf16", "requested"),
+    ("bf16", "cuda", (7, 5), "bf16", "7.5 has no native bf16: emulated, slow"),
+    ("auto", "cpu", AMX, "bf16", "auto: CPU has amx_bf16 and avx512_bf16"),
+    ("auto", "cpu", ZEN4, "bf16", "auto: CPU has avx512_bf16"),
+    ("auto", "cpu", SKYLAKE, "fp32", "auto: CPU lacks amx_bf16 and avx512_bf16"),
+    ("auto", "cpu", ARM, "fp32", "aarch64 CPU"),
+    ("fp32", "cpu", SKYLAKE, "fp32", "requested"),
+    ("bf16", "cpu", AMX, "bf16", "requested"),
+    ("bf16", "cpu", SKYLAKE, "bf16", "emulated, slow"),
 ])
-def test_choice_per_device(requested, device, capability, name, reason):
-    precision = resolve_precision(requested, torch.device(device), capability)
+def test_choice_per_device(requested, device, hardware, name, reason):
+    gpu, cpu = (hardware, None) if device == "cuda" else (None, hardware)
+    precision = resolve_precision(requested, torch.device(device), gpu, cpu)
     assert (precision.name, precision.device_type) == (name, device)
     assert reason in precision.reason
 
@@ -44,19 +56,17 @@ def test_choice_is_logged_once(caplog, monkeypatch):
     monkeypatch.setattr(fast_path, "_reported", set())
     with caplog.at_level(logging.INFO, logger="model.precision"):
         for _ in range(2):
-            resolve_precision("auto", torch.device("cpu"))
+            resolve_precision("auto", torch.device("cpu"), cpu_capabilities=SKYLAKE)
     assert [r.getMessage() for r in caplog.records if r.name == "model.precision"] == [
-        "network precision: fp32 on cpu (auto: fp32 on cpu); rendering, the scan's state and the losses stay fp32"]
+        "network precision: fp32 on cpu (auto: CPU lacks amx_bf16 and avx512_bf16 (bfloat16 matmuls would be "
+        "emulated in float32)); the residual stream, norms, the scan's state, rendering and the losses stay fp32"]
 
 
-def test_autocast_contexts():
-    a, b = torch.randn(8, 8), torch.randn(8, 8)
-    with resolve_precision("bf16", torch.device("cpu")).autocast():
-        assert (a @ b).dtype == torch.bfloat16
-    # fp32 switches autocast off, even inside an enclosing bf16 autocast
-    with torch.autocast("cpu", dtype=torch.bfloat16), resolve_precision("fp32", torch.device("cpu")).autocast():
-        assert (a @ b).dtype == torch.float32
-        torch.testing.assert_close(a @ b, (a.double() @ b.double()).float())
+def test_apply_converts_the_network_only_for_bf16():
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        model = build_model("tiny")
+        assert resolve_precision(name, torch.device("cpu")).apply(model) is model
+        assert model.head.proj.weight.dtype == dtype and model.tokenizer.global_tokens.dtype == torch.float32
 
 
 def test_cpu_bf16_network_agrees_with_fp32():
@@ -65,9 +75,9 @@ def test_cpu_bf16_network_agrees_with_fp32():
     model = build_model("tiny").eval()
     images, cameras = random_images(1, 3, 32, 48), random_cameras(1, 3, 32, 48)
     outputs = {}
-    for name in ("fp32", "bf16"):
-        with torch.no_grad(), resolve_precision(name, torch.device("cpu")).autocast():
-            outputs[name] = model(images, cameras)
+    for name in ("fp32", "bf16"):  # fp32 first: bf16 rounds the weights in place
+        with torch.no_grad():
+            outputs[name] = resolve_precision(name, torch.device("cpu")).apply(model)(images, cameras)
     for field in ("means", "log_scales", "quats", "opacity_logits", "sh"):
         got, expected = getattr(outputs["bf16"].gaussians, field), getattr(outputs["fp32"].gaussians, field)
         assert got.dtype == torch.float32, field
@@ -97,8 +107,9 @@ def test_infer_records_the_precision(scene_dir, checkpoint, tmp_path, capsys):
                            "--out", str(out)])
         assert code == 0, capsys.readouterr().err
         metrics[requested] = json.loads((out / "metrics.json").read_text())
-    assert [metrics[r]["precision"] for r in ("auto", "fp32", "bf16")] == ["fp32", "fp32", "bf16"]  # auto: fp32 on CPU
-    assert metrics["auto"]["mean"] == metrics["fp32"]["mean"]
+    auto = "bf16" if native_bf16_matmul()[0] else "fp32"
+    assert [metrics[r]["precision"] for r in ("auto", "fp32", "bf16")] == [auto, "fp32", "bf16"]
+    assert metrics["auto"]["mean"] == metrics[auto]["mean"]
     assert abs(metrics["bf16"]["mean"]["psnr"] - metrics["fp32"]["mean"]["psnr"]) < 0.5
     assert "network in bf16" in capsys.readouterr().out
     with pytest.raises(SystemExit) as exit_:

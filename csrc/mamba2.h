@@ -1,0 +1,42 @@
+// Entry points of the Mamba2 CPU kernels: the elementwise parts of the chunked scan and the block's
+// gated norm, which PyTorch would run as several tensor-wide passes each (model/mamba2_native.py loads them,
+// model/ssd.py and model/mamba2.py call them when no gradient is needed; their PyTorch twins handle
+// the rest and are the tests' oracles). Floating tensors are float32, or bfloat16 where noted, and
+// laid out as documented per function; the Python side guarantees it.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <bit>
+#include <cstdint>
+#include <tuple>
+
+namespace mamba2 {
+
+// mamba2_state_passing.cpp
+std::tuple<at::Tensor, at::Tensor> state_passing(const at::Tensor& u, const at::Tensor& decay, const at::Tensor& s_in);
+
+// mamba2_chunk.cpp
+std::tuple<at::Tensor, at::Tensor> chunk_inputs(const at::Tensor& x, const at::Tensor& dt, const at::Tensor& a);
+at::Tensor chunk_scores(const at::Tensor& a, const at::Tensor& cb);
+at::Tensor chunk_outputs(const at::Tensor& y_diag, const at::Tensor& y_off, const at::Tensor& a, const at::Tensor& x,
+                         const at::Tensor& D);
+
+// mamba2_gated_norm.cpp
+at::Tensor gated_rms_norm(const at::Tensor& y, const at::Tensor& z, const at::Tensor& weight, int64_t groups,
+                          double eps);
+
+// Storage of float32 / bfloat16 values as raw bits, so the loops over them vectorise.
+inline float widen(float v) { return v; }
+inline float widen(uint16_t v) { return std::bit_cast<float>(static_cast<uint32_t>(v) << 16); }
+
+inline void narrow(float x, float* out) { *out = x; }
+// Rounded to nearest even, NaN kept NaN (what torch's float -> bfloat16 conversion does).
+inline void narrow(float x, uint16_t* out) {
+  const uint32_t bits = std::bit_cast<uint32_t>(x);
+  const uint32_t rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
+  const bool nan = (bits & 0x7fffffffu) > 0x7f800000u;
+  *out = static_cast<uint16_t>(nan ? 0x7fc0u : rounded);
+}
+
+}  // namespace mamba2

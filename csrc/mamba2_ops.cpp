@@ -1,0 +1,12 @@
+// Registers the Mamba2 CPU kernels as torch operators: torch.ops.mamba2_cpu.<name>.
+#include <torch/library.h>
+
+#include "mamba2.h"
+
+TORCH_LIBRARY(mamba2_cpu, m) {
+  m.def("state_passing", &mamba2::state_passing);
+  m.def("chunk_inputs", &mamba2::chunk_inputs);
+  m.def("chunk_scores", &mamba2::chunk_scores);
+  m.def("chunk_outputs", &mamba2::chunk_outputs);
+  m.def("gated_rms_norm", &mamba2::gated_rms_norm);
+}

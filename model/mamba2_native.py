@@ -1,0 +1,52 @@
+"""The Mamba2 CPU kernels of csrc/ (mamba2_*.cpp): compiled on first use, chosen per call, logged once.
+
+They do the elementwise parts of a Mamba2 block (around the scan's matmuls, its state passing, the
+gated RMSNorm) in one pass each, where PyTorch makes several tensor-wide passes; the matmuls stay
+with oneDNN. They have
+no backward: whenever a gradient is needed, or the tensors are not CPU float32 / bfloat16 ones, the
+PyTorch twin next to each call runs instead (the twins are also the tests' oracles).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import torch
+from torch import Tensor
+
+from model.fast_path import log_choice
+from model.native_build import load_library
+
+SOURCES = ("mamba2_chunk.cpp", "mamba2_state_passing.cpp", "mamba2_gated_norm.cpp", "mamba2_ops.cpp")
+HEADERS = ("mamba2.h", "simd.h")
+# The rasterizer's flags: FMA only where the code asks for it (the state passing then rounds as
+# torch.addcmul does, bit for bit), OpenMP for at::parallel_for.
+CFLAGS = ("-O3", "-fopenmp", "-ffp-contract=off", "-fno-trapping-math", "-fno-math-errno")
+LDFLAGS = ("-fopenmp",)
+
+
+@functools.cache
+def _library():
+    """torch.ops.mamba2_cpu, or None (with a warning) where it cannot be built: the twins do the same work."""
+    try:
+        return load_library("mamba2_cpu", SOURCES, HEADERS, CFLAGS, LDFLAGS, "the Mamba2 CPU kernels")
+    except Exception as err:  # no compiler, no headers, ...
+        logging.getLogger("model.mamba2").warning("Mamba2 CPU kernels unavailable, using PyTorch: %s", err)
+        return None
+
+
+def kernels(what: str, *tensors: Tensor):
+    """`torch.ops.mamba2_cpu` if its kernel for `what` can take these tensors (the first sets the
+    dtype: float32 or bfloat16), else None for the PyTorch twin. The choice is logged once."""
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        reason = "gradients needed"
+    elif any(t.device.type != "cpu" for t in tensors) or tensors[0].dtype not in (torch.float32, torch.bfloat16):
+        reason = f"{tensors[0].device.type} {tensors[0].dtype} tensors"
+    elif _library() is None:
+        reason = "native kernels unavailable"
+    else:
+        log_choice("model.mamba2", f"{what}: native CPU kernel")
+        return _library()
+    log_choice("model.mamba2", f"{what}: PyTorch ({reason})")
+    return None
