@@ -1,7 +1,6 @@
 """bf16 inference: what LongLRM.set_precision converts, its agreement with float32 on a trained and on a
 random paper-size network, and the detection of native bf16 matmuls on this CPU."""
 
-import copy
 import platform
 from pathlib import Path
 
