@@ -52,10 +52,6 @@ class Scene:
     def __len__(self) -> int:
         return len(self.names)
 
-    @property
-    def num_frames(self) -> int:
-        return len(self.names)
-
     @classmethod
     def from_frames(
         cls,

@@ -2,9 +2,10 @@
 
 One `Cameras` holds any number of cameras sharing one image size. Everything the project
 derives from a camera (world-to-camera matrices for the renderer, 3x3 pixel intrinsics,
-per-pixel rays and Plücker coordinates) is computed here so the conventions live in one place:
+per-pixel rays, projections) is computed here so the conventions live in one place:
 intrinsics are in pixels of the image actually used and pixel (i, j) has its centre at
-(x, y) = (j + 0.5, i + 0.5).
+(x, y) = (j + 0.5, i + 0.5). The network's Plücker coordinates are made from these rays
+(model/tokenizer.py `pixel_features`).
 """
 
 from __future__ import annotations
@@ -129,11 +130,6 @@ class Cameras:
         d_world = (rot @ d_cam[..., None])[..., 0]
         origins = self.centers[..., None, None, :].expand_as(d_world)
         return origins, d_world
-
-    def plucker(self) -> Tensor:
-        """Plücker coordinates (moment cross(o, d), direction d) per pixel: [..., H, W, 6]."""
-        origins, dirs = self.rays()
-        return torch.cat([torch.cross(origins, dirs, dim=-1), dirs], -1)
 
     def project(self, points: Tensor) -> tuple[Tensor, Tensor]:
         """Project world points [..., P, 3] into these cameras [...].

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from model.cameras import Cameras, invert_rigid, opengl_to_opencv
+from model.tokenizer import pixel_features
 
 
 def random_rotation(n: int, generator: torch.Generator) -> torch.Tensor:
@@ -73,10 +74,11 @@ def test_principal_point_ray_is_the_optical_axis():
 
 
 def test_plucker_moment_is_line_invariant_and_orthogonal():
+    """The network's Plücker channels (model/tokenizer.py) of these cameras' rays."""
     cams = random_cameras()
-    pl = cams.plucker()
     origins, dirs = cams.rays()
-    moment, direction = pl[..., :3], pl[..., 3:]
+    features = pixel_features(torch.zeros_like(origins), origins, dirs)  # [3, 30, 40, 9]
+    moment, direction = features[..., 3:6], features[..., 6:]
     assert torch.equal(direction, dirs)
     # the moment of a line does not depend on which point of the line is used
     other_point = origins + 7.0 * dirs
