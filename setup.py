@@ -1,4 +1,5 @@
-"""Install the project: `pip install -e .` (CPU or CUDA), `pip install -e .[test]` for the test suite.
+"""Install the project: `pip install -e .` (CPU or CUDA), `pip install -e .[test]` for the test suite;
+`pip install .` installs a copy with the commands longlrm-infer, longlrm-evaluate, longlrm-refine, longlrm-view.
 
 torch is a range, so pip keeps a supported torch that is already installed (a GPU user's CUDA build)
 instead of replacing it. 2.6 is the oldest torch for which every package of the [cuda] extra
@@ -25,10 +26,18 @@ setup(
     packages=find_packages(include=["model*", "data*", "train*", "refine*", "inference*", "view*"])
     + ["model.csrc", "model.checkpoints"],
     package_dir={"model.csrc": "csrc", "model.checkpoints": "checkpoints"},
-    py_modules=["infer", "evaluate"],
     package_data={"train": ["configs/*.yaml"], "model.csrc": ["*.cpp", "*.h"],
                   "model.checkpoints": ["demo/*.safetensors", "demo/*.md"]},
     include_package_data=True,
+    # The commands, installed; a source checkout also runs them as `python infer.py`, `python evaluate.py`,
+    # `python -m refine` and `python -m view`. No top-level module is installed besides the packages (a
+    # module named `evaluate` would hide Hugging Face's).
+    entry_points={"console_scripts": [
+        "longlrm-infer = inference.infer:main",
+        "longlrm-evaluate = inference.evaluate:main",
+        "longlrm-refine = refine.__main__:main",
+        "longlrm-view = view.__main__:main",
+    ]},
     install_requires=[
         TORCH,
         "numpy",

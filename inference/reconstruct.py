@@ -1,7 +1,13 @@
 """One scene in, everything out: views -> Gaussians -> pruned PLY, held-out renders, metrics, video.
 
+    from inference import Options, reconstruct
+    from model import load_model
+    result = reconstruct(scene, load_model(path), Options(num_views=32, holdout=True))
+    result.gaussians, result.metrics        # world-frame Gaussians [N] and held-out PSNR/SSIM/LPIPS
+
 The network sees poses normalised on its input cameras; renders and refinement happen in that
-frame, and the Gaussians are mapped back to the scene's own world frame only for the PLY.
+frame, and the Gaussians are mapped back to the scene's own world frame at the end. Files (the PLY,
+renders, cameras.json, metrics.json, the video) are written only when an output folder is given.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from tqdm import tqdm
 from data.batch import Sample
 from data.config import DataConfig, ResolutionConfig, ViewConfig
 from data.errors import SceneError
+from data.images import ImageSize
 from data.normalize import denormalize_gaussians
 from data.pipeline import capture_sample
 from data.resize import ASPECT_TOLERANCE, aspect_change, inference_size
@@ -68,17 +75,20 @@ class Options:
 
 @dataclass
 class Result:
-    out_dir: Path
+    gaussians: Gaussians  # [N] in the scene's own world frame, on the CPU, at the network's SH degree (refined
+    # when refinement ran)
     num_inputs: int
     num_targets: int
-    size: tuple[int, int]  # (height, width) the network saw
+    input_frames: str  # how the inputs were chosen (data.view_sampling.Selection.source)
+    size: ImageSize  # of the views the network saw
     precision: str  # the network's, as resolved for the device: "fp32" or "bf16"
     predicted: int
     kept: int
     seconds: dict[str, float]
-    metrics: dict[str, float | None] = field(default_factory=dict)
+    metrics: dict[str, float | None] = field(default_factory=dict)  # held-out means, when views were held out
     refined: int | None = None  # Gaussians after refinement
     refined_metrics: dict[str, float | None] = field(default_factory=dict)
+    out_dir: Path | None = None  # where the files went; None: nothing was written
 
 
 def render_views(gaussians: Gaussians, cameras: Cameras, backend: str, what: str) -> Tensor:
@@ -87,24 +97,25 @@ def render_views(gaussians: Gaussians, cameras: Cameras, backend: str, what: str
                       for t in tqdm(range(cameras.shape[0]), desc=what, unit="view", leave=False)])
 
 
-def score_views(gaussians: Gaussians, cameras: Cameras, targets: Tensor, files: list[Path], with_lpips: bool,
+def score_views(gaussians: Gaussians, cameras: Cameras, targets: Tensor, files: list[Path] | None, with_lpips: bool,
                 backend: str, timer: StageTimer, what: str) -> dict[str, list[float | None]]:
     """Render, score and save each held-out view in turn (cameras [T], targets [T, H, W, 3] on the CPU,
-    files [T] PNG paths for the renders): per-view metrics of the 8-bit renders."""
+    files [T] PNG paths for the renders, None: not saved): per-view metrics of the 8-bit renders."""
     scores = ViewScores(with_lpips)
-    for t in tqdm(range(len(files)), desc=what, unit="view", leave=False):
+    for t in tqdm(range(len(targets)), desc=what, unit="view", leave=False):
         with timer.stage("render"):
             pred = gaussians.render(cameras[t:t + 1], backend=backend)[0].cpu()
         with timer.stage("metrics"):
             scores.add(pred, targets[t])
-        with timer.stage("save"):
-            save_png(pred, files[t])
+        if files is not None:
+            with timer.stage("save"):
+                save_png(pred, files[t])
     return scores.per_view
 
 
-def parse_resolution(text: str) -> int | tuple[int, int]:
+def parse_resolution(text: str) -> int | ImageSize:
     """`540` (a short side: whole frames keep their aspect) or `960x544` (width x height) -> the short
-    side, or (height, width); multiples of 16."""
+    side, or the size; multiples of 16."""
     try:
         if "x" in text.lower():
             width, height = (int(v) for v in text.lower().split("x"))
@@ -115,7 +126,7 @@ def parse_resolution(text: str) -> int | tuple[int, int]:
     if width <= 0 or height <= 0 or width % RESOLUTION_MULTIPLE or height % RESOLUTION_MULTIPLE:
         raise ValueError(f"--resolution {text} must use positive multiples of {RESOLUTION_MULTIPLE} (the network's "
                          "patch size times its token merge), e.g. 960x544 or 544")
-    return (height, width) if "x" in text.lower() else height
+    return ImageSize(height=height, width=width) if "x" in text.lower() else height
 
 
 def preprocessing(loaded: LoadedModel, options: Options) -> Preprocessing:
@@ -154,22 +165,22 @@ def sample_plan(scene: Scene, loaded: LoadedModel, options: Options) -> Plan:
                 options.video_frames if options.video else 0)
 
 
-def _sample_config(scene: Scene, loaded: LoadedModel, options: Options) -> tuple[DataConfig, tuple[int, int] | None]:
-    """The sample recipe for `scene` and the (H, W) --resolution asks for (None: the recipe's size)."""
+def _sample_config(scene: Scene, loaded: LoadedModel, options: Options) -> tuple[DataConfig, ImageSize | None]:
+    """The sample recipe for `scene` and the size --resolution asks for (None: the recipe's size)."""
     p = preprocessing(loaded, options)
     return sample_recipe(replace(loaded.resolution, resample=p.resample), p.scene_scale, options.num_views,
                          options.resolution)
 
 
 def sample_recipe(resolution: ResolutionConfig, scene_scale: float, num_views: int,
-                  requested: str | None) -> tuple[DataConfig, tuple[int, int] | None]:
+                  requested: str | None) -> tuple[DataConfig, ImageSize | None]:
     """The inference sample recipe: `num_views` inputs, every 8th frame held out when asked, the
     resolution rule `resolution` unless `requested` (--resolution) names a short side or a size.
-    Returns the recipe and the (H, W) to use (None: the rule's size for each scene)."""
+    Returns the recipe and the size to use (None: the rule's size for each scene)."""
     size = None
     if requested:
         parsed = parse_resolution(requested)
-        if isinstance(parsed, tuple):
+        if isinstance(parsed, ImageSize):
             size = parsed
         else:
             resolution = replace(resolution, mode="full", size=parsed)
@@ -210,9 +221,18 @@ def predict(loaded: LoadedModel, sample: Sample, preprocessing: Preprocessing, d
     return kept, predicted.count
 
 
-def reconstruct(scene: Scene, loaded: LoadedModel, options: Options, out_dir: Path, device: torch.device,
-                timer: StageTimer | None = None) -> Result:
-    """timer: the run's timer, started by the caller (so its setup counts); None starts one here."""
+def reconstruct(scene: Scene, loaded: LoadedModel, options: Options, out_dir: Path | None = None,
+                device: torch.device | str | None = None, timer: StageTimer | None = None) -> Result:
+    """Predict (and refine, when asked) `scene`'s Gaussians: returned in its own world frame, with
+    metrics on the held-out views when `options.holdout`. Files are written only into `out_dir` (an
+    existing folder): gaussians.ply, cameras.json, metrics.json, inputs/, renders/ and the video.
+
+    device: where the network runs and renders (None: where its weights are). timer: the run's
+    timer, started by the caller (so its setup counts); None starts one here.
+    """
+    if options.video and out_dir is None:
+        raise ValueError("the video is written to a file: give an output folder, or leave Options.video off")
+    device = next(loaded.model.parameters()).device if device is None else torch.device(device)
     timer = timer or StageTimer(device)
     used = preprocessing(loaded, options)
     precision = resolve_precision(options.precision, device)
@@ -221,28 +241,30 @@ def reconstruct(scene: Scene, loaded: LoadedModel, options: Options, out_dir: Pa
     with timer.stage("load views"):
         selection, sample = scene_sample(scene, loaded, options)
     inputs, targets = selection.inputs, selection.targets
-    height, width = sample.input_images.shape[1:3]
-    log.info("%d input views, %d held-out views at %dx%d", len(inputs), len(targets), width, height)
-    mismatch = resolution_mismatch(loaded, height, width)
+    size = ImageSize(*sample.input_images.shape[1:3])
+    log.info("%d input views, %d held-out views at %dx%d", len(inputs), len(targets), size.width, size.height)
+    mismatch = resolution_mismatch(loaded, size.height, size.width)
     if mismatch:
         log.warning("warning: %s", mismatch)
 
     gaussians, predicted = predict(loaded, sample, used, device, timer)
-    result = Result(out_dir, len(inputs), len(targets), (height, width), precision.name, predicted, gaussians.count,
-                    timer.seconds)
-
-    renders = out_dir / "renders"
+    kept = gaussians.count
+    renders = None if out_dir is None else out_dir / "renders"
     names = [Path(scene.names[i]).stem for i in targets]
+
+    def render_files(kind: str) -> list[Path] | None:
+        return None if renders is None else [renders / f"{name}_{kind}.png" for name in names]
+
     target_cams = sample.target_cameras.to(device)
-    per_view, refined_per_view = {}, {}
+    per_view, refined_per_view, refined = {}, {}, None
     if targets:
-        renders.mkdir(exist_ok=True)
-        with timer.stage("save"):
-            for name, t in zip(names, sample.target_images):
-                save_png(t, renders / f"{name}_gt.png")
-        per_view = score_views(gaussians, target_cams, sample.target_images, [renders / f"{n}_pred.png" for n in names],
-                               options.lpips, options.backend, timer, "held-out views")
-        result.metrics = mean_metrics(per_view)
+        if renders is not None:
+            renders.mkdir(exist_ok=True)
+            with timer.stage("save"):
+                for name, t in zip(names, sample.target_images):
+                    save_png(t, renders / f"{name}_gt.png")
+        per_view = score_views(gaussians, target_cams, sample.target_images, render_files("pred"), options.lpips,
+                               options.backend, timer, "held-out views")
     if options.refine_steps > 0:
         with timer.stage("refine"):
             from refine import RefineConfig, refine
@@ -250,34 +272,37 @@ def reconstruct(scene: Scene, loaded: LoadedModel, options: Options, out_dir: Pa
             config = RefineConfig.preset("short", steps=options.refine_steps, robust=options.robust,
                                          backend=options.backend)
             gaussians, _ = refine(gaussians, sample.input_images.to(device), sample.input_cameras.to(device), config)
-        result.refined = gaussians.count
-        if result.refined != result.kept:
-            log.info("refinement changed the Gaussians from %d to %d", result.kept, result.refined)
+        refined = gaussians.count
+        if refined != kept:
+            log.info("refinement changed the Gaussians from %d to %d", kept, refined)
         if targets:
-            refined_per_view = score_views(gaussians, target_cams, sample.target_images,
-                                           [renders / f"{n}_refined.png" for n in names], options.lpips,
-                                           options.backend, timer, "held-out views, refined")
-            result.refined_metrics = mean_metrics(refined_per_view)
+            refined_per_view = score_views(gaussians, target_cams, sample.target_images, render_files("refined"),
+                                           options.lpips, options.backend, timer, "held-out views, refined")
     if options.video:
         with timer.stage("video"):
             order = torch.argsort(sample.input_indices)
             path = smooth_path(sample.input_cameras.c2w[order], options.video_frames).float()
-            path_cams = Cameras(sample.input_cameras.intrinsics[:1].expand(len(path), 4), path, width, height)
+            intrinsics = sample.input_cameras.intrinsics[:1].expand(len(path), 4)
+            path_cams = Cameras(intrinsics, path, size.width, size.height)
             frames = render_views(gaussians, path_cams.to(device), options.backend, "rendering video").cpu()
             write_video(list(frames), out_dir / "video.mp4")
 
-    with timer.stage("save"):
+    with timer.stage("world frame" if out_dir is None else "save"):
         world = denormalize_gaussians(gaussians.to("cpu"), sample.normalization)
+        result = Result(world, len(inputs), len(targets), selection.source, size, precision.name, predicted, kept,
+                        timer.seconds, mean_metrics(per_view), refined, mean_metrics(refined_per_view), out_dir)
+        if out_dir is None:
+            return result
         save_ply(world, out_dir / "gaussians.ply", sh_degree=options.ply_sh_degree)
         write_json(_cameras_json(scene, sample), out_dir / "cameras.json")
         (out_dir / "inputs").mkdir(exist_ok=True)  # what the network saw; the viewer shows them on the cameras
         for f, image in zip(sample.input_indices, sample.input_images):
             save_png(image, out_dir / "inputs" / f"{Path(scene.names[int(f)]).stem}.png")
         metrics = {"scene": scene.scene_id, "num_inputs": len(inputs), "num_targets": len(targets),
-                   "width": width, "height": height, "input_frames": selection.source,
+                   "width": size.width, "height": size.height, "input_frames": selection.source,
                    "precision": precision.name,
-                   "preprocessing": used.as_dict(), "gaussians_predicted": result.predicted,
-                   "gaussians_kept": result.kept, "seconds": {**timer.seconds, "total": timer.elapsed()},
+                   "preprocessing": used.as_dict(), "gaussians_predicted": predicted,
+                   "gaussians_kept": kept, "seconds": {**timer.seconds, "total": timer.elapsed()},
                    "mean": result.metrics}
         if mismatch:
             metrics["warnings"] = [mismatch]
@@ -286,7 +311,7 @@ def reconstruct(scene: Scene, loaded: LoadedModel, options: Options, out_dir: Pa
                                    for i, f in enumerate(targets)]
         if options.refine_steps > 0:
             metrics["refine"] = {"steps": options.refine_steps, "robust": options.robust}
-            metrics["gaussians_refined"] = result.refined
+            metrics["gaussians_refined"] = refined
         if result.refined_metrics:
             metrics["refined_mean"] = result.refined_metrics
             metrics["refined_per_view"] = [{"frame": scene.names[f], **{k: v[i] for k, v in refined_per_view.items()}}

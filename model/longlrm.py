@@ -14,6 +14,7 @@ Output Gaussians are ordered view-major, then pixel rows, then pixel columns: Ga
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -50,6 +51,15 @@ class LongLRM(nn.Module):
                 self.blocks.append(TransformerBlock(width, config.attn_head_dim, config.mlp_ratio,
                                                     config.attention_backend))
         self.head = GaussianHead(config.widths[-1], config.output_patch_size, config.gaussians)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path | None = None, device: torch.device | str = "cpu") -> LongLRM:
+        """The trained network in `path` (a .safetensors file, a run directory or the official .pt; None:
+        the shipped demo checkpoint), in eval mode. model.pretrained.load_model also returns what it was
+        trained with (resolution, views, preprocessing), which a faithful forward pass needs."""
+        from model.pretrained import DEMO_CHECKPOINT, load_model  # it imports this module
+
+        return load_model(DEMO_CHECKPOINT if path is None else path, device).model
 
     def set_precision(self, dtype: torch.dtype) -> "LongLRM":
         """Run the network in `dtype` from now on: torch.float32, or torch.bfloat16 where the hardware

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import infer
 from data.capture import CaptureConfig, capture_scene
 from data.capture.frames import extract_frames
 from data.capture.photos import Photos
@@ -24,6 +23,8 @@ from data.colmap import read_colmap
 from data.errors import SceneError
 from bench.bench_sfm import pose_errors, umeyama
 from data.procedural import ProceduralConfig, generate_scene, write_dl3dv_scene
+from inference import infer
+from inference.cli import EXIT_BAD_INPUT
 
 pycolmap = pytest.importorskip("pycolmap")
 
@@ -290,7 +291,7 @@ def test_bad_captures_give_one_clear_line_and_leave_nothing(tmp_path, capsys):
         before = sorted(p.name for p in views.iterdir()) if views.is_dir() else views.read_bytes()
         out = tmp_path / "out" / views.name
         code, cap = run(["--views", views, "--no-lpips", "--out", out], capsys)
-        assert code == infer.EXIT_BAD_INPUT, (views, cap.err)
+        assert code == EXIT_BAD_INPUT, (views, cap.err)
         lines = [line for line in cap.err.strip().splitlines() if line.startswith("error:")]
         assert len(lines) == 1 and fragment in lines[0], (views, cap.err)
         assert "Traceback" not in cap.err
@@ -304,7 +305,7 @@ def test_output_inside_the_photo_folder_is_refused(tmp_path, capsys):
     for i in range(3):
         Image.fromarray(np.full((32, 48, 3), 40 * i, np.uint8)).save(photos / f"{i}.png")
     code, cap = run(["--views", photos, "--out", photos / "result"], capsys)
-    assert code == infer.EXIT_BAD_INPUT and "inside the photo folder" in cap.err
+    assert code == EXIT_BAD_INPUT and "inside the photo folder" in cap.err
     assert not (photos / "result").exists()
 
 

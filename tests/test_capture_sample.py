@@ -17,17 +17,16 @@ import pytest
 import torch
 from PIL import Image
 
-import evaluate
-import infer
 from data.config import DataConfig, ResolutionConfig, ViewConfig
 from data.open_scene import open_scene
 from data.pipeline import capture_sample
 from data.procedural import ProceduralConfig, generate_scene, write_dl3dv_scene
 from data.resize import inference_size
 from data.view_sampling import kmeans_inputs, read_input_index
-from model.pretrained import LoadedModel, training_recipe, official_recipe
+from inference import evaluate, infer
 from inference.reconstruct import Options, scene_sample
-from tests.test_infer import write_checkpoint
+from model.pretrained import LoadedModel, official_recipe, training_recipe
+from tests.support import write_checkpoint
 
 FRAMES, WIDTH, HEIGHT = 40, 320, 180
 STORED = [3, 5, 9, 12, 18, 21, 30, 37]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import infer
+from inference import infer
 from inference.check import PACKAGES, paths
 from model.pretrained import DEMO_CHECKPOINT, load_model
 from model import fast_path
@@ -18,7 +18,7 @@ from model.build import build_model
 from model.config import preset
 from model.cpu_features import native_bf16_matmul
 from model.precision import resolve_precision
-from tests.test_longlrm import random_cameras, random_images
+from tests.support import random_cameras, random_images
 
 ROOT = Path(__file__).resolve().parent.parent
 cpu_only = pytest.mark.skipif(torch.cuda.is_available(), reason="describes a machine without CUDA")

@@ -5,9 +5,9 @@ import shutil
 
 import pytest
 
-import evaluate
+from inference import evaluate
 from data.procedural import ProceduralConfig, generate_scene, write_dl3dv_scene
-from tests.test_infer import one_error_line, write_checkpoint
+from tests.support import one_error_line, write_checkpoint
 
 
 @pytest.fixture(scope="module")

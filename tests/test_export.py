@@ -2,7 +2,7 @@ import torch
 
 from model.pretrained import load_model
 from train.export import export
-from tests.test_infer import write_checkpoint
+from tests.support import write_checkpoint
 
 
 def test_fp16_export_loads_back_with_its_config(tmp_path):

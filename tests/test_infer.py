@@ -15,34 +15,14 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-import infer
-from data.procedural import ProceduralConfig, generate_scene, write_dl3dv_scene
+from inference import infer
 from model.build import build_model
 from model.ply import load_ply
 from model.typed_config import to_dict
+from tests.support import one_error_line, write_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 RESOLUTION = ["--resolution", "64x32"]
-
-
-@pytest.fixture(scope="module")
-def scene_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("scene") / "room"
-    write_dl3dv_scene(generate_scene(ProceduralConfig(num_frames=20, width=96, height=48, seed=5)), out)
-    return out
-
-
-def write_checkpoint(path: Path, preset: str = "tiny") -> Path:
-    model = build_model(preset)
-    meta = {"model_config": json.dumps(to_dict(model.config)),
-            "train_config": json.dumps({"data": {"resolution": {"mode": "full", "size": 32}, "views": {"num_inputs": 4}}})}
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path), metadata=meta)
-    return path
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    return write_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
 
 
 def run(args, capsys):
@@ -178,15 +158,6 @@ def bad_cases(tmp_path, scene_dir, checkpoint):
         (["--views", scene_dir, "--checkpoint", other_arch, *RESOLUTION], "does not match the architecture"),
         (["--views", scene_dir, *ok, "--out", full_out], "not empty"),
     ] + ([] if torch.cuda.is_available() else [(["--views", scene_dir, *ok, "--device", "cuda"], "no CUDA device")])
-
-
-def one_error_line(code: int, err: str, fragment: str) -> str:
-    """The single `error:` line of a refused run (exit code 2, no traceback), which must contain `fragment`."""
-    assert code == infer.EXIT_BAD_INPUT, err
-    lines = [line for line in err.strip().splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and fragment in lines[0], err
-    assert "Traceback" not in err
-    return lines[0]
 
 
 def refused(args, capsys, fragment: str) -> str:

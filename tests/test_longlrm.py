@@ -2,26 +2,11 @@ import pytest
 import torch
 
 from model.build import build_model
-from model.cameras import Cameras
 from model.config import GaussianHeadConfig, preset
 from model.gaussian_head import GaussianHead
 from model.merge import TokenMerge
 from model.tokenizer import patchify, pixel_features
-
-
-def random_cameras(b: int, v: int, height: int, width: int, seed: int = 0) -> Cameras:
-    gen = torch.Generator().manual_seed(seed)
-    q, r = torch.linalg.qr(torch.randn(b, v, 3, 3, generator=gen))
-    q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1))[..., None, :]
-    c2w = torch.eye(4).repeat(b, v, 1, 1)
-    c2w[..., :3, :3] = q * torch.det(q)[..., None, None]  # proper rotations
-    c2w[..., :3, 3] = torch.randn(b, v, 3, generator=gen)
-    intr = torch.tensor([0.9 * width, 0.9 * width, width / 2, height / 2]).repeat(b, v, 1)
-    return Cameras(intr, c2w, width, height)
-
-
-def random_images(b, v, h, w, seed=0):
-    return torch.rand(b, v, h, w, 3, generator=torch.Generator().manual_seed(seed))
+from tests.support import random_cameras, random_images
 
 
 # --- components -------------------------------------------------------------------------------
@@ -212,3 +197,20 @@ def test_presets_round_trip_through_typed_config():
         assert from_dict(ModelConfig, to_dict(config)) == config
     with pytest.raises(ValueError, match="blocks must be"):
         from_dict(ModelConfig, {"blocks": "mmx"})
+
+
+def test_from_pretrained_is_the_loaders_network(checkpoint):
+    """The classmethod returns load_model's network: the same weights, so the same outputs."""
+    from model.longlrm import LongLRM
+    from model.pretrained import DEMO_CHECKPOINT, load_model
+
+    for path, shipped in ((None, DEMO_CHECKPOINT), (checkpoint, checkpoint)):
+        network = LongLRM.from_pretrained(path, device="cpu")
+        reference = load_model(shipped).model
+        assert type(network) is LongLRM and not network.training
+        multiple = network.config.output_patch_size
+        images, cams = random_images(1, 2, multiple, 2 * multiple), random_cameras(1, 2, multiple, 2 * multiple)
+        with torch.no_grad():
+            got, expected = network(images, cams).gaussians, reference(images, cams).gaussians
+        for name in ("means", "log_scales", "quats", "opacity_logits", "sh"):
+            assert torch.equal(getattr(got, name), getattr(expected, name)), name

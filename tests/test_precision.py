@@ -7,15 +7,12 @@ import logging
 import pytest
 import torch
 
-import evaluate
-import infer
-from data.procedural import ProceduralConfig, generate_scene, write_dl3dv_scene
+from inference import evaluate, infer
 from model import fast_path
 from model.build import build_model
 from model.cpu_features import native_bf16_matmul
 from model.precision import resolve_precision
-from tests.test_infer import write_checkpoint
-from tests.test_longlrm import random_cameras, random_images
+from tests.support import random_cameras, random_images
 
 
 AMX = {"architecture": "x86_64", "amx_bf16": True, "avx512_bf16": True}  # Sapphire Rapids
@@ -84,18 +81,6 @@ def test_cpu_bf16_network_agrees_with_fp32():
         scale = expected.abs().mean()
         assert (got - expected).abs().mean() < 0.02 * scale, field  # bf16 keeps 8 bits of mantissa
     torch.testing.assert_close(outputs["bf16"].distance, outputs["fp32"].distance, rtol=0.05, atol=0.5)
-
-
-@pytest.fixture(scope="module")
-def scene_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("scene") / "room"
-    write_dl3dv_scene(generate_scene(ProceduralConfig(num_frames=17, width=64, height=32, seed=7)), out)
-    return out
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    return write_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
 
 
 def test_infer_records_the_precision(scene_dir, checkpoint, tmp_path, capsys):
