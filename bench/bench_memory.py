@@ -1,7 +1,7 @@
 """The memory estimate infer.py and evaluate.py check before a reconstruction, against measured peaks.
 
     python -m bench.bench_memory                                   # the default cases below
-    python -m bench.bench_memory --cases paper:8:256x256 demo:16:512x288 --no-lpips
+    python -m bench.bench_memory --cases paper:8:256x256 demo:16:512x288 --no-lpips --precision fp32
 
 A case is NETWORK:VIEWS:WxH: a procedural room written as PNG frames (DL3DV layout, every 8th frame
 held out, VIEWS inputs), reconstructed at WxH by the shipped demo checkpoint (`demo`, trained) or by
@@ -12,7 +12,8 @@ the estimate (inference/memory.py), resets the resident-memory high-water mark
 (/proc/self/clear_refs), runs `reconstruct` (views, forward pass, pruning, renders, metrics, PLY)
 and reports how far the high-water mark rose above the resident size before. "tensors" is the
 estimate's count of live tensor bytes in the largest phase, before the allocator's overhead.
-Linux only.
+The network runs at `--precision` (default auto: bf16 on CPUs with native bf16 matmuls), which the
+estimate takes into account. Linux only.
 """
 
 from __future__ import annotations
@@ -23,7 +24,10 @@ import os
 import subprocess
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
+
+from model.precision import PRECISIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES = ["tiny:16:256x128", "small:32:256x256", "demo:8:512x288", "official:16:256x256", "paper:8:256x256"]
@@ -48,16 +52,17 @@ def write_scene(case: str, out: Path) -> Path:
                              out)
 
 
-def measure(case: str, scene_dir: Path, lpips: bool) -> dict:
+def measure(case: str, scene_dir: Path, lpips: bool, precision: str) -> dict:
     import torch
 
     from data.config import ResolutionConfig
     from data.open_scene import open_scene
     from model.pretrained import DEMO_CHECKPOINT, LoadedModel, load_model, official_recipe
-    from inference.memory import FLOAT, phase_values, reconstruction_bytes
+    from inference.memory import phase_bytes, reconstruction_bytes
     from inference.reconstruct import Options, reconstruct, sample_plan
     from model.build import build_model
-    from model.cpu_allocator import keep_freed_memory
+    from model.cpu_allocator import keep_freed_memory, release_freed_memory
+    from model.precision import resolve_precision
 
     keep_freed_memory()
     torch.set_flush_denormal(True)
@@ -72,41 +77,49 @@ def measure(case: str, scene_dir: Path, lpips: bool) -> dict:
             loaded = LoadedModel(build_model(network).eval(), "ours", Path(network),
                                  ResolutionConfig(mode="full", size=min(width, height)))
         scene = open_scene(scene_dir)
-        options = Options(num_views=int(views), resolution=f"{width}x{height}", holdout=True, lpips=lpips)
-        plan = sample_plan(scene, loaded, options)
-        phases = phase_values(loaded.model.config, plan)
+        options = Options(num_views=int(views), resolution=f"{width}x{height}", holdout=True, lpips=lpips,
+                          precision=precision)
+        device = torch.device("cpu")
+        # The network's precision as `reconstruct` resolves it, set before the measurement: converting
+        # the weights to bf16 frees memory the reconstruction would otherwise reuse unseen.
+        precision = resolve_precision(options.precision, device)
+        precision.apply(loaded.model)
+        release_freed_memory()
+        plan = replace(sample_plan(scene, loaded, options), network_dtype=precision.dtype)
+        phases = phase_bytes(loaded.model.config, plan)
         estimate = reconstruction_bytes(loaded.model.config, plan)
         (Path(tmp) / "out").mkdir()
         before = resident("VmRSS")
         Path("/proc/self/clear_refs").write_text("5")  # the high-water mark restarts from the current size
-        reconstruct(scene, loaded, options, Path(tmp) / "out", torch.device("cpu"))
+        reconstruct(scene, loaded, options, Path(tmp) / "out", device)
         measured = resident("VmHWM") - before
     largest = max(phases, key=phases.get)
     return {"case": case, "inputs": plan.inputs, "targets": plan.targets, "estimate": estimate, "measured": measured,
-            "tensors": FLOAT * phases[largest], "largest": largest}
+            "tensors": phases[largest], "largest": largest, "precision": str(plan.network_dtype).removeprefix("torch.")}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cases", nargs="+", default=CASES, help="NETWORK:VIEWS:WxH (network: demo, official, paper, small, tiny)")
     p.add_argument("--no-lpips", action="store_true", help="skip LPIPS, as --no-lpips does")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS, help="the network's, as infer.py --precision")
     p.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
-        print(json.dumps(measure(args.worker[0], Path(args.worker[1]), not args.no_lpips)))
+        print(json.dumps(measure(args.worker[0], Path(args.worker[1]), not args.no_lpips, args.precision)))
         return
     env = [f"{k}={os.environ[k]}" for k in ("OMP_NUM_THREADS",) if k in os.environ]
     print("command: " + " ".join([*env, "python -m bench.bench_memory", *sys.argv[1:]]))
-    print(f"{'case':>18} {'inputs':>6} {'targets':>7} {'tensors MB':>10} {'measured MB':>11} {'estimate MB':>11} "
-          f"{'measured/tensors':>16} {'estimate/measured':>17}  largest phase")
+    print(f"{'case':>18} {'precision':>9} {'inputs':>6} {'targets':>7} {'tensors MB':>10} {'measured MB':>11} "
+          f"{'estimate MB':>11} {'measured/tensors':>16} {'estimate/measured':>17}  largest phase")
     for case in args.cases:
         with tempfile.TemporaryDirectory() as tmp:  # written here, so the measuring process starts clean
             scene_dir = write_scene(case, Path(tmp) / "scene")
             command = [sys.executable, "-m", "bench.bench_memory", "--worker", case, str(scene_dir)]
-            out = subprocess.run(command + (["--no-lpips"] if args.no_lpips else []), cwd=ROOT, check=True,
-                                 capture_output=True, text=True).stdout
+            command += ["--precision", args.precision] + (["--no-lpips"] if args.no_lpips else [])
+            out = subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True).stdout
         r = json.loads(out.strip().splitlines()[-1])
-        print(f"{r['case']:>18} {r['inputs']:>6} {r['targets']:>7} {r['tensors'] / 2**20:>10.0f} "
+        print(f"{r['case']:>18} {r['precision']:>9} {r['inputs']:>6} {r['targets']:>7} {r['tensors'] / 2**20:>10.0f} "
               f"{r['measured'] / 2**20:>11.0f} {r['estimate'] / 2**20:>11.0f} {r['measured'] / r['tensors']:>16.2f} "
               f"{r['estimate'] / r['measured']:>17.2f}  {r['largest']}", flush=True)
 

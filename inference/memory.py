@@ -4,14 +4,18 @@ A request the machine cannot hold (`--resolution 20000x20000`, 64 views of 4K fr
 what would fit, instead of dying in the allocator after minutes of decoding. The estimate follows
 the network config: tokens per view (patch size, the 2x2 merge), the widths each block works at
 (Mamba2 projections and scan, the transformer's MLP), the head's channels; then the Gaussians,
-renders, metrics and PLY columns after the forward pass. Counts are of float32 values alive at the
-peak of each phase of `inference/reconstruct.py`, read from the code and checked against the tensors
-PyTorch allocates (tests/test_memory.py). Phases do not stack: freed memory goes back to the system
-between them (inference/timer.py). Within a phase the process holds more than its live tensors,
-because glibc's heap, with freed memory kept for reuse (model/cpu_allocator.py), fragments:
-`ALLOCATOR_OVERHEAD` covers that. `python -m bench.bench_memory` compares the estimate with measured
-peaks. On CUDA the same count is compared with the GPU's free memory; the fused kernels hold fewer
-intermediates than the PyTorch path it follows, so there it is an upper bound.
+renders, metrics and PLY columns after the forward pass. Counts are of bytes alive at the peak of
+each phase of `inference/reconstruct.py`, read from the code (the CPU path: the native Mamba2 kernels
+and oneDNN) and checked against the tensors PyTorch allocates (tests/test_memory.py). They follow the
+network's precision (`Plan.network_dtype`): in bfloat16 (LongLRM.set_precision) the activations inside
+the blocks' branches, the token merge and the head's projection take 2 bytes, while the residual
+stream, rays, norms, the scan's step sizes and state and the Gaussians stay float32 (4 bytes).
+Phases do not stack: freed memory goes back to the system between them (inference/timer.py). Within a
+phase the process holds more than its live tensors, because glibc's heap, with freed memory kept for
+reuse (model/cpu_allocator.py), fragments: `ALLOCATOR_OVERHEAD` covers that. `python -m
+bench.bench_memory` compares the estimate with measured peaks. On CUDA the same count is compared with
+the GPU's free memory; the fused kernels hold fewer intermediates than the CPU path it follows, so
+there it is an upper bound.
 """
 
 from __future__ import annotations
@@ -25,14 +29,14 @@ import torch
 from model.config import ModelConfig
 from model.ssd import _SLAB_ELEMENTS
 
-FLOAT = 4  # bytes; the network, Gaussians and images are float32 on the CPU path
-# Resident memory over live tensor bytes in a phase: measured 1.3-1.8 on reconstructions of 0.26-0.9 GB
-# of tensors (bench/bench_memory.py; the peak there includes fixed costs such as LPIPS's weights, which
-# WORKSPACE covers); the 13.8 GB peak of the `paper` forward pass at 32 views of 960x544 (README,
-# bench/bench_model.py) is 1.65 times its count here, with the interpreter and the weights.
+FLOAT = 4  # bytes of a float32 value: images, rays, the residual stream, Gaussians
+# Resident memory over live tensor bytes in a phase: measured 1.0-1.9 on reconstructions of 0.2-0.9 GB
+# of tensors, in fp32 and bf16, with and without LPIPS (bench/bench_memory.py; the peak there includes
+# fixed costs such as LPIPS's weights, which WORKSPACE covers); 1.35 in the forward pass of `small`
+# at 32 views of 256x256.
 ALLOCATOR_OVERHEAD = 1.75
-# Working buffers that do not grow with the image: the SSD scan's slabs (model/ssd.py bounds each
-# intermediate to a few million values), attention and renderer workspaces.
+# Working buffers that do not grow with the image: weights reordered by oneDNN (the token merge's
+# convolution), attention (SDPA's CPU blocks) and renderer workspaces, LPIPS's weights.
 WORKSPACE = 160 * 2**20
 # LPIPS-VGG (model/metrics.py) scores LPIPS_CHUNK image pairs per pass; its first, 64-channel stage
 # holds about LPIPS_VALUES values per pixel of the chunk (measured op by op).
@@ -56,63 +60,109 @@ class Plan:
     keep_share: float = 1.0  # share of the predicted Gaussians pruning keeps at most
     lpips: bool = True  # LPIPS-VGG on the targets
     video_frames: int = 0  # frames of the fly-through video; 0: none
+    network_dtype: torch.dtype = torch.float32  # the network's precision (LongLRM.set_precision)
 
 
-def mamba_values(config: ModelConfig, width: int, length: int) -> int:
-    """Values alive at the peak of a bidirectional Mamba2 block (model/mamba2.py) over `length` tokens.
+def mamba_bytes(config: ModelConfig, width: int, length: int, act: int = FLOAT) -> int:
+    """Bytes alive at the peak of a bidirectional Mamba2 block (model/mamba2.py) over `length` tokens,
+    with the branch's activations `act` bytes each (2 in bfloat16) and the residual stream float32.
 
-    Throughout the backward direction: the residual and its norm, the input projection and its flipped
-    copy, the forward direction's output. Then the larger of the causal convolution (padded input,
-    partial sums, bias and SiLU outputs) and the scan: the convolved x/B/C, the outputs gathered and
-    gated, and one slab of chunks at a time (model/ssd.py): the q x q decays and scores per head, the
-    chunk-local products and the states entering each chunk.
+    Throughout the backward direction: the residual and its norm, the (flipped) input projection, the
+    forward direction's output. Then the larger of the causal convolution (its input copied to one
+    layout, the padded output; then that output and its SiLU) and the scan (model/ssd.py): the
+    convolved x/B/C, float32 step sizes, contiguous B and C, the outputs of the slabs before, and one
+    slab's float32 cumulative decays and chunk intermediates, all alive when its outputs are summed:
+    the inputs scaled by the step (as read within the chunk and as left in its final state), the
+    q x q scores per head, their product, the states each chunk produces and receives (d_state x
+    inner per chunk), their readout and the slab's output. When the sequence takes several slabs,
+    the concatenation of their outputs can be the larger.
     """
     m = config.mamba
     inner = m.expand * width
     heads = inner // m.headdim
     conv = inner + 2 * m.ngroups * m.d_state
     projection = 2 * inner + 2 * m.ngroups * m.d_state + heads
+    held = length * (2 * FLOAT * width + act * (projection + inner))
+    inputs = length * (act * (conv + 2 * m.ngroups * m.d_state) + FLOAT * heads)
+
+    def in_slab(before: int, tokens: int, chunk: int) -> int:
+        """A slab of `tokens` in chunks of `chunk`, after `before` tokens' outputs."""
+        return (act * inner * before + tokens * (FLOAT * heads + act * (5 * inner + heads * chunk))
+                + (tokens // chunk) * 2 * act * m.d_state * inner  # states produced and entering, per chunk
+                + 2 * FLOAT * m.d_state * inner)  # the float32 state entering and leaving the slab
+
+    # the slabs as model/ssd.py `_chunk_scan` cuts them: whole chunks, then a shorter remainder
     q = min(m.cpu_chunk_size, length)
-    slab = min(length, max(1, _SLAB_ELEMENTS // (heads * m.headdim * max(m.d_state, q))) * q)
-    slab_values = 2 * heads * q + 5 * inner + 2 * m.d_state * inner // q
-    scan = length * (conv + heads + 2 * inner) + slab * slab_values
-    held = length * (2 * width + 2 * projection + inner)
-    return held + max(4 * conv * length, scan, length * (conv + 4 * inner))
+    whole = length - length % q
+    slab = max(1, _SLAB_ELEMENTS // (inner * max(m.d_state, q))) * q
+    last = whole - (whole - 1) // slab * slab  # tokens of the last slab of whole chunks
+    slabs = [in_slab(whole - last, last, q), in_slab(max(0, whole - last - slab), min(slab, whole - last), q)]
+    if whole < length:
+        slabs.append(in_slab(whole, length - whole, length - whole))
+    several = length > slab or whole < length  # the slabs' outputs are concatenated
+    scan = inputs + max(*slabs, 2 * act * inner * length if several else 0)
+    return held + max(2 * act * conv * length, scan)
 
 
-def transformer_values(config: ModelConfig, width: int) -> int:
-    """Values per token at a transformer block's peak (its MLP): residual, norm, the hidden layer
-    before and after GELU, and the output."""
-    return (3 + 2 * config.mlp_ratio) * width
+def transformer_bytes(config: ModelConfig, width: int, act: int = FLOAT) -> int:
+    """Bytes per token at a transformer block's peak (its MLP): the float32 residual before and after
+    attention and its norm, the hidden layer before and after GELU in the branch's dtype. (SDPA's CPU
+    kernel packs K and V into blocks in bfloat16: at the presets' narrowest widths that workspace
+    can outgrow the MLP, still far below the Mamba2 blocks' peak.)"""
+    return 3 * FLOAT * width + 2 * act * config.mlp_ratio * width
 
 
-def network_values(config: ModelConfig, views: int, height: int, width: int) -> int:
-    """Float values alive at the peak of one forward pass (model/longlrm.py), inputs excluded: the
-    ray directions kept for the head, and the largest of tokenizer, blocks, merge and head."""
+def network_stages(config: ModelConfig, views: int, height: int, width: int,
+                   dtype: torch.dtype = torch.float32) -> dict[str, int]:
+    """Bytes alive at the peak of each stage of one forward pass (model/longlrm.py) of a network set
+    to `dtype` (LongLRM.set_precision), besides the input images and the rays: tokenizer, merge, each
+    block ("block 3: m"), head. In bfloat16 the branches' activations take 2 bytes; the residual
+    stream, rays, norms' outputs, step sizes and the Gaussians stay float32."""
+    act = torch.empty((), dtype=dtype).element_size()
+    cast = act if act != FLOAT else 0  # a copy converted to or from the branch's dtype (none in float32)
     pixels = views * height * width
-    tokens = pixels // config.patch_size**2
-    merged = pixels // config.output_patch_size**2
+    tokens = pixels // config.patch_size**2 + config.num_global_tokens
+    merged = pixels // config.output_patch_size**2 + config.num_global_tokens
     channels = config.gaussians.channels
-    outputs = (channels + 2) * pixels  # Gaussian fields, distance and depth
-    stages = [18 * pixels + 2 * tokens * config.dim]  # per-pixel features, their patches, tokens
-    if config.merge_before is not None:
-        stages.append(tokens * config.dim + 2 * merged * config.merged_dim)
-    for kind, block_width in zip(config.blocks, config.widths):
-        length = merged if block_width == config.merged_dim and config.merge_before is not None else tokens
-        stages.append(mamba_values(config, block_width, length) if kind == "m"
-                      else transformer_values(config, block_width) * length)
-    head_tokens = merged * config.widths[-1]
+    sh = 3 * (config.gaussians.sh_degree + 1) ** 2
+    # The tokenizer (model/tokenizer.py): the largest of the 9 features per pixel concatenated (after
+    # 6 of them computed in float32 and, in bfloat16, all 9 converted), the features, their patches
+    # and the tokens, or the features, the tokens, their float32 concatenation with the global tokens
+    # and its norm.
+    stages = {"tokenizer": max((6 * FLOAT + 9 * cast + 9 * act) * pixels, act * (18 * pixels + tokens * config.dim),
+                               act * (9 * pixels + tokens * config.dim) + 2 * FLOAT * tokens * config.dim)}
+    for i, (kind, block_width) in enumerate(zip(config.blocks, config.widths)):
+        if i == config.merge_before:  # the residual, its copy in the branch's dtype, merged, concatenated
+            stages["merge"] = (FLOAT + cast) * tokens * config.dim + (2 * act + cast) * merged * config.merged_dim
+        length = merged if config.merge_before is not None and i >= config.merge_before else tokens
+        stages[f"block {i}: {kind}"] = (mamba_bytes(config, block_width, length, act) if kind == "m"
+                                        else transformer_bytes(config, block_width, act) * length)
+    # The head (model/gaussian_head.py) under the float32 tokens. Per pixel decoded: its raw channels
+    # copied out of patch order (a reshape of the projection), the activated float32 fields but the
+    # SH, and the distance; then the float32 outputs.
+    head_tokens = FLOAT * (merged - config.num_global_tokens) * config.widths[-1]
+    decoded = act * channels + FLOAT * (channels - sh + 1)
+    outputs = FLOAT * (channels + 1)
     chunk = config.gaussians.views_per_chunk
-    if views <= chunk:  # one piece, then concatenated into the outputs (model/gaussian_head.py)
-        stages.append(head_tokens + 2 * outputs + 15 * pixels)
-    else:  # outputs preallocated; a chunk's projection, its reshaped copy and the previous chunk's
-        stages.append(head_tokens + outputs + (3 * channels + 18) * chunk * height * width)
-    return 3 * pixels + max(stages)
+    if views <= chunk:  # one piece, concatenated into the outputs (in bfloat16 the SH concatenated, then widened)
+        stages["head"] = head_tokens + pixels * (decoded + outputs + (act * sh if cast else 0))
+    else:  # outputs preallocated; the previous chunk's decoded pixels are held while the next chunk is
+        # projected and copied, or copied and activated (in bfloat16 from float32 copies of the non-SH channels)
+        view, following = height * width, min(chunk, views - chunk)
+        stages["head"] = head_tokens + pixels * outputs + chunk * view * decoded + following * view * max(
+            2 * act * channels, decoded + (FLOAT * (channels - sh) if cast else 0))
+    return stages
 
 
-def phase_values(config: ModelConfig, plan: Plan) -> dict[str, int]:
-    """Float values alive at the peak of each phase of `inference/reconstruct.py`; the sample's
-    images (inputs and targets, float) are held throughout and counted in every phase."""
+def network_bytes(config: ModelConfig, views: int, height: int, width: int, dtype: torch.dtype = torch.float32) -> int:
+    """Bytes alive at the peak of one forward pass, input images excluded: the float32 ray directions
+    kept for the head and the largest stage (`network_stages`)."""
+    return FLOAT * 3 * views * height * width + max(network_stages(config, views, height, width, dtype).values())
+
+
+def phase_bytes(config: ModelConfig, plan: Plan) -> dict[str, int]:
+    """Bytes alive at the peak of each phase of `inference/reconstruct.py`; the sample's images
+    (inputs and targets, float32) are held throughout and counted in every phase."""
     frames = plan.inputs + plan.targets
     view = plan.height * plan.width
     source = frames * plan.frame_height * plan.frame_width
@@ -125,9 +175,8 @@ def phase_values(config: ModelConfig, plan: Plan) -> dict[str, int]:
     kept = math.ceil(plan.keep_share * pixels)
     rendering = 2 * channels * kept + 24 * kept  # a stacked copy, activated fields, projections, tiles
     renders = 3 * plan.targets * view
-    phases = {
+    values = {  # float32 values
         "decode": decode,
-        "network": network_values(config, plan.inputs, plan.height, plan.width),
         "prune": (channels + 2) * pixels + channels * kept + 5 * pixels,  # predicted, kept, sort order
         "render": rendering + renders,
         "metrics": channels * kept + 2 * renders + max(
@@ -138,14 +187,16 @@ def phase_values(config: ModelConfig, plan: Plan) -> dict[str, int]:
         # columns and records (model/ply.py; 14 non-SH values each)
         "save": kept * (2 * channels + PLY_SH + 2 * (PLY_SH + 14)),
     }
-    return {name: int(sample + values) for name, values in phases.items()}
+    phases = {name: int(FLOAT * (sample + count)) for name, count in values.items()}
+    phases["network"] = FLOAT * sample + network_bytes(config, plan.inputs, plan.height, plan.width, plan.network_dtype)
+    return phases
 
 
 def reconstruction_bytes(config: ModelConfig, plan: Plan) -> int:
     """Peak resident memory a reconstruction adds to the process: its largest phase, times the
     allocator's overhead, plus working buffers of fixed size. Per-scene refinement (optimizer state,
     gradients) is not counted."""
-    return int(ALLOCATOR_OVERHEAD * FLOAT * max(phase_values(config, plan).values())) + WORKSPACE
+    return int(ALLOCATOR_OVERHEAD * max(phase_bytes(config, plan).values())) + WORKSPACE
 
 
 def available_bytes(device: torch.device) -> int:

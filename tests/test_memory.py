@@ -10,43 +10,106 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
-from inference.memory import FLOAT, Plan, check_memory, network_values, reconstruction_bytes
+from inference import memory
+from inference.memory import Plan, check_memory, mamba_bytes, network_bytes, network_stages, reconstruction_bytes
+from model import ssd
 from model.build import build_model
 from model.cameras import Cameras
 from model.config import preset
+from model.cpu_features import native_bf16_matmul
+from model.mamba2 import Mamba2Block
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def live_peak(model, views: int, height: int, width: int) -> int:
-    """Most bytes of tensors alive at once during a forward pass (the profiler's allocation events),
-    the input images included."""
-    images = torch.rand(1, views, height, width, 3)
-    c2w = torch.eye(4).repeat(1, views, 1, 1)
-    c2w[..., 0, 3] = torch.arange(views) * 0.1
-    cameras = Cameras(torch.tensor([0.8 * width, 0.8 * width, width / 2, height / 2]).repeat(1, views, 1), c2w,
-                      width, height)
+def live_peak(run) -> int:
+    """Most bytes of tensors alive at once while `run()` runs (the profiler's allocation events)."""
     with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        model(images, cameras)
+        run()
     events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
                     key=lambda e: e.start_ns())
     alive = peak = 0
     for event in events:
         alive += event.nbytes()  # negative when freed
         peak = max(peak, alive)
-    return peak + images.nbytes
+    return peak
 
 
-@pytest.mark.parametrize("name,views,height,width", [("tiny", 4, 32, 64), ("tiny", 12, 64, 64),
-                                                     ("small", 4, 64, 64), ("small", 16, 128, 128)])
+def forward_peak(model, views: int, height: int, width: int) -> int:
+    """Most bytes of tensors alive at once during a forward pass, the input images included."""
+    images = torch.rand(1, views, height, width, 3)
+    c2w = torch.eye(4).repeat(1, views, 1, 1)
+    c2w[..., 0, 3] = torch.arange(views) * 0.1
+    cameras = Cameras(torch.tensor([0.8 * width, 0.8 * width, width / 2, height / 2]).repeat(1, views, 1), c2w,
+                      width, height)
+    return live_peak(lambda: model(images, cameras)) + images.nbytes
+
+
+def estimated_forward(config, views: int, height: int, width: int, dtype: torch.dtype = torch.float32) -> int:
+    return network_bytes(config, views, height, width, dtype) + 4 * 3 * views * height * width  # + the images
+
+
+# The count follows oneDNN's bfloat16 matmuls; where bfloat16 is emulated they may hold other buffers.
+BF16 = pytest.param(torch.bfloat16, marks=pytest.mark.skipif(not native_bf16_matmul()[0],
+                                                             reason="no native bf16 matmuls on this CPU"))
+NETWORKS = [("tiny", 4, 32, 64), ("tiny", 12, 64, 64), ("small", 4, 64, 64), ("small", 16, 128, 128)]
+
+
+@pytest.mark.parametrize("name,views,height,width", NETWORKS)
 def test_network_count_matches_the_tensors_alive(name, views, height, width):
     """Per block kind, merge, head chunking and scan slabs: the count follows what is allocated."""
     model = build_model(name).eval()
-    measured = live_peak(model, views, height, width)
-    estimated = FLOAT * network_values(model.config, views, height, width)
+    measured = forward_peak(model, views, height, width)
+    estimated = estimated_forward(model.config, views, height, width)
     assert 0.95 * measured <= estimated <= 1.15 * measured, (estimated, measured)
+
+
+@pytest.mark.parametrize("name,views,height,width", NETWORKS)
+def test_bf16_network_count_matches_the_tensors_alive(name, views, height, width):
+    """LongLRM.set_precision(bfloat16): branch activations of 2 bytes, the residual stream and the
+    Gaussians float32."""
+    model = build_model(name).eval().set_precision(torch.bfloat16)
+    measured = forward_peak(model, views, height, width)
+    estimated = estimated_forward(model.config, views, height, width, torch.bfloat16)
+    assert 0.95 * measured <= estimated <= 1.15 * measured, (estimated, measured)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, BF16])
+def test_network_count_when_a_mamba_block_holds_the_peak(dtype):
+    """With few SH coefficients decoded one view at a time the head holds less than a Mamba2 block:
+    the network's peak is then the block's."""
+    tiny = preset("tiny")
+    config = replace(tiny, gaussians=replace(tiny.gaussians, sh_degree=0, views_per_chunk=1))
+    stages = network_stages(config, 4, 64, 64, dtype)
+    assert max(stages, key=stages.get).endswith(": m"), stages
+    model = build_model(config).eval().set_precision(dtype)
+    measured = forward_peak(model, 4, 64, 64)
+    estimated = estimated_forward(config, 4, 64, 64, dtype)
+    assert 0.95 * measured <= estimated <= 1.15 * measured, (estimated, measured)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, BF16])
+@pytest.mark.parametrize("name,width,length,slab_elements", [
+    ("tiny", 64, 512, None), ("paper", 256, 1000, None), ("paper", 256, 4196, None), ("tiny", 64, 8192, 1 << 16)])
+def test_mamba_block_count_matches_the_tensors_alive(name, width, length, slab_elements, dtype, monkeypatch):
+    """One block, its linear layers in `dtype` as set_precision leaves them: one scan slab, one with a
+    shorter final chunk (1000 = 15 x 64 + 40), several slabs of 2048 tokens and a final chunk, and
+    (slabs made small) 16 slabs whose outputs' concatenation is the peak."""
+    if slab_elements:  # the scan's tuning constant, read by the scan and by the count
+        monkeypatch.setattr(ssd, "_SLAB_ELEMENTS", slab_elements)
+        monkeypatch.setattr(memory, "_SLAB_ELEMENTS", slab_elements)
+    config = preset(name)
+    block = Mamba2Block(width, config.mamba).eval()
+    for module in block.modules():
+        if isinstance(module, nn.Linear):
+            module.to(dtype)
+    x = torch.randn(1, length, width)
+    measured = live_peak(lambda: block(x)) + x.nbytes
+    estimated = mamba_bytes(config, width, length, torch.empty((), dtype=dtype).element_size())
+    assert 0.97 * measured <= estimated <= 1.05 * measured, (estimated, measured)
 
 
 def test_estimate_covers_the_measured_peak_of_a_reconstruction(tmp_path):
