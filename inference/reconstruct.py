@@ -150,8 +150,8 @@ def check_sample_memory(scene: Scene, loaded: LoadedModel, options: Options, dev
     """Refuse, before a frame is decoded, a reconstruction of `scene` that the memory available on
     `device` cannot hold, naming one that fits (inference/memory.py)."""
     config = loaded.model.config
-    check_memory(config, sample_plan(scene, loaded, options), available_bytes(device),
-                 math.lcm(RESOLUTION_MULTIPLE, config.output_patch_size))
+    plan = replace(sample_plan(scene, loaded, options), network_dtype=resolve_precision(options.precision, device).dtype)
+    check_memory(config, plan, available_bytes(device), math.lcm(RESOLUTION_MULTIPLE, config.output_patch_size))
 
 
 def sample_plan(scene: Scene, loaded: LoadedModel, options: Options) -> Plan:
