@@ -24,7 +24,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from infer import _device, _viewing_options, run_command
+from infer import _device, run_command
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -153,6 +153,8 @@ def run(args: argparse.Namespace) -> int:
     from inference.timer import StageTimer
     from model.cpu_allocator import keep_freed_memory
     from model.ply import save_ply
+    from view import check_port, parse_address
+    from view.export import parse_formats
 
     from .init import from_points, random_init
     from .protocol import protocol_sample, training_views
@@ -167,7 +169,10 @@ def run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"--views {args.views} does not exist; pass a scene folder")
     ply = input_ply(args.ply) if args.ply else None
     check_output(args.out, ply)
-    formats, address = _viewing_options(args)
+    formats = parse_formats(args.export) if args.export else []
+    address = parse_address(args.view) if args.view else None
+    if address:
+        check_port(*address)  # a port in use fails now, not once the run is over
     given = load_start(ply) if ply else None
     protocol = choose_protocol(args, ply)
     torch.set_flush_denormal(True)
