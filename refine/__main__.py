@@ -123,7 +123,7 @@ def load_start(ply: Path):
     return gaussians
 
 
-def check_output(out: Path, ply: Path | None) -> None:
+def check_not_input_folder(out: Path, ply: Path | None) -> None:
     """--out may not be the folder of the input PLY: its PLY, metrics.json and cameras.json are the input's."""
     if ply is not None and out.resolve() == ply.parent.resolve():
         raise FileExistsError(f"--out {out} holds the input {ply.name}, whose metrics.json and cameras.json "
@@ -168,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.views.exists():
         raise FileNotFoundError(f"--views {args.views} does not exist; pass a scene folder")
     ply = input_ply(args.ply) if args.ply else None
-    check_output(args.out, ply)
+    check_not_input_folder(args.out, ply)
     formats = parse_formats(args.export) if args.export else []
     address = parse_address(args.view) if args.view else None
     if address:
