@@ -172,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
     formats = parse_formats(args.export) if args.export else []
     address = parse_address(args.view) if args.view else None
     if address:
-        check_port(*address)  # a port in use fails now, not once the run is over
+        check_port(*address, option="--view")  # a port in use fails now, not once the run is over
     given = load_start(ply) if ply else None
     protocol = choose_protocol(args, ply)
     torch.set_flush_denormal(True)

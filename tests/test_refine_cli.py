@@ -213,7 +213,8 @@ def test_bad_inputs_give_one_clear_line(scene_dir, inferred, tmp_path, capsys):
         ([*random, "--set", "steps"], "override 'steps' must look like key.sub=value"),
         ([*random, "--export", "jpeg"], "unknown export format jpeg"),
         ([*random, "--backend", "gsplat"], "--backend gsplat does not render on cpu; use --backend auto"),
-        ([*random, "--view", str(busy.getsockname()[1])], "is already in use"),
+        ([*random, "--view", str(busy.getsockname()[1])], "is already in use (another viewer?); pass --view 127.0.0.1:"),
+        ([*random, "--view", "0.0.0.0:70000"], "port 70000 is out of range (0-65535); pass e.g. --view 0.0.0.0:8080"),
     ]
     if not torch.cuda.is_available():
         cases.append(([*random, "--device", "cuda"], "no CUDA device is available; use --device cpu"))
