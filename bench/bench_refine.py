@@ -23,12 +23,11 @@ import time
 import torch
 
 from data.procedural import ProceduralConfig, generate_scene
+from inference.reconstruct import HOLDOUT_EVERY
 from model.cameras import Cameras
 from model.gaussians import Gaussians
 from model.render.sh import SH_C0
 from refine import RefineConfig, from_depth, from_points, refine
-
-HOLDOUT_EVERY = 8
 
 
 def scene_at(size: int, frames: int, seed: int = 0):

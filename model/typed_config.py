@@ -72,19 +72,6 @@ def parse_override(item: str) -> tuple[str, Any]:
     return key, OmegaConf.to_container(parsed, resolve=False)["value"]
 
 
-def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply `key.sub=value` overrides to a nested dict copy (types are checked by `from_dict` after)."""
-    out = OmegaConf.create(values)
-    for item in overrides:
-        key, value = parse_override(item)
-        parent, _, name = key.rpartition(".")
-        node = OmegaConf.select(out, parent) if parent else out
-        if not isinstance(node, DictConfig):
-            raise ConfigError(f"override {item!r}: {parent} is not a config section")
-        node[name] = value
-    return OmegaConf.to_container(out, resolve=False)
-
-
 def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: list[str] = (),
                 base: T | None = None) -> T:
     """Defaults (or `base`) <- YAML file (merged key by key) <- overrides (each replaces its key), validated."""

@@ -25,6 +25,7 @@ a random start's fog of semi-transparent points.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 
@@ -80,6 +81,11 @@ class RefineConfig:
     eval_every: int = 0  # evaluate held-out views every N steps; 0: only before and after
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):  # NaN passes every range check below
+            value = getattr(self, f.name)
+            values = value if isinstance(value, tuple) else (value,)
+            if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+                raise ValueError(f"{f.name} must be finite, got {value}")
         for name in ("steps", "sh_degree_interval", "densify_interval", "ubp_interval"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
@@ -92,6 +98,9 @@ class RefineConfig:
             raise ValueError(f"robust_percentile must lie in (0, 1), got {self.robust_percentile}")
         if len(self.background) != 3:
             raise ValueError(f"background must be an RGB triple, got {self.background!r}")
+        if not 0.0 <= self.min_opacity < 1.0:
+            raise ValueError(f"min_opacity must lie in [0, 1) (an opacity of 1 or more would prune every Gaussian), "
+                             f"got {self.min_opacity}")
         if self.spatial_lr_scale is not None and self.spatial_lr_scale <= 0:
             raise ValueError(f"spatial_lr_scale must be positive, got {self.spatial_lr_scale}")
 

@@ -3,8 +3,8 @@
 infer.py picks its input views and held-out views (every 8th frame, inputs by KMeans on the rest),
 decodes them at one resolution and normalises poses on the inputs. Refinement does exactly that,
 through `protocol_sample`, and trains on the inputs only, like a prediction polished by
-`infer.py --refine-steps`. Pointed at a PLY in an infer.py output folder, the defaults are what that
-run used (its metrics.json records the inputs, the held-out views and the size); otherwise those of
+`infer.py --refine-steps`. Pointed at a PLY in an infer.py (or refinement) output folder, the defaults
+are what that run used (its metrics.json records the inputs, the held-out views and the size); otherwise those of
 the paper's comparisons: 32 inputs, every 8th frame held out, short side 540 (960x544 for 16:9).
 """
 
@@ -34,17 +34,19 @@ class Protocol:
 
 
 def recorded_protocol(ply: Path) -> Protocol | None:
-    """What infer.py used for the output folder holding `ply` (from its metrics.json), or None."""
+    """What infer.py, or an earlier refinement, used for the output folder holding `ply` (from its
+    metrics.json), or None."""
     record = ply.parent / "metrics.json"
     if not (record.is_file() and (ply.parent / "cameras.json").is_file()):
         return None
     try:
         metrics = json.loads(record.read_text())
-        resample = metrics.get("preprocessing", {}).get("resample", Protocol.resample)
-        return Protocol(int(metrics["num_inputs"]), f"{int(metrics['width'])}x{int(metrics['height'])}",
-                        int(metrics["num_targets"]) > 0, resample)
+        used = metrics.get("protocol", metrics)  # a refinement's metrics.json nests it, infer.py's does not
+        resample = used.get("resample") or metrics.get("preprocessing", {}).get("resample", Protocol.resample)
+        return Protocol(int(used["num_inputs"]), f"{int(used['width'])}x{int(used['height'])}",
+                        int(used["num_targets"]) > 0, resample)
     except (ValueError, KeyError, TypeError, AttributeError):
-        return None  # a metrics.json of another tool: not an infer.py output folder
+        return None  # a metrics.json of another tool: not an output folder of ours
 
 
 def protocol_sample(scene: Scene, protocol: Protocol) -> Sample:

@@ -70,6 +70,23 @@ def evaluate(gaussians: Gaussians, images: Tensor, cameras: Cameras, sh_degree: 
     return {k: sum(vals) / len(vals) for k, vals in scores.items()}
 
 
+def _emptied(event: dict, config: RefineConfig) -> str:
+    """What to tell the user when the density-control `event` pruned the last Gaussians: why, and
+    which settings keep them (as `python -m refine --set` takes them)."""
+    where = f"at step {event['step']} of {config.steps}"
+    if event["kind"] == "ubp":
+        return (f"robust pruning removed all {event['before']:,} remaining Gaussians {where}: no training view used "
+                f"them enough (ubp_threshold={config.ubp_threshold:g}) or their opacity was below "
+                f"min_opacity={config.min_opacity:g}, so nothing is left to render; lower ubp_threshold or "
+                "min_opacity, or refine without --robust")
+    return (f"density control pruned all {event['before'] + event['cloned'] + event['split']:,} Gaussians {where}: "
+            f"each had an opacity below min_opacity={config.min_opacity:g}"
+            + (f" or looked larger than max_screen_size={config.max_screen_size:g} pixels or a tenth of the scene"
+               if event["step"] > config.opacity_reset_interval else "")
+            + ", so nothing is left to render; lower min_opacity (e.g. --set min_opacity=0.001), start from "
+            "Gaussians that fit the views better, or turn density control off with --set densify=false")
+
+
 def refine(gaussians: Gaussians, images: Tensor, cameras: Cameras, config: RefineConfig | None = None,
            holdout=None, progress: bool = True) -> tuple[Gaussians, RefineHistory]:
     """Optimise one scene's Gaussians (means [N, 3]) against posed images [V, H, W, 3] with cameras [V].
@@ -78,6 +95,8 @@ def refine(gaussians: Gaussians, images: Tensor, cameras: Cameras, config: Refin
     after. Returns the refined Gaussians (detached, on the images' device) and the run's history.
     """
     config = config or RefineConfig.preset("short")
+    if gaussians.count == 0:
+        raise ValueError("there are no Gaussians to refine")
     device = images.device
     cameras = cameras.to(device)
     held = sorted({int(i) for i in holdout}) if holdout is not None else []
@@ -163,8 +182,7 @@ def refine(gaussians: Gaussians, images: Tensor, cameras: Cameras, config: Refin
                 utilization = Utilization(params.count, device)
 
         if params.count == 0:
-            raise RuntimeError(f"density control removed every Gaussian by step {step}; "
-                               "check the cameras' extent or lower min_opacity")
+            raise RuntimeError(_emptied(history.events[-1], config))
         elapsed += time.perf_counter() - tic
         history.loss.append(loss.item())
         history.count.append(params.count)

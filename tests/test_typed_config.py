@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from model.typed_config import ConfigError, apply_overrides, from_dict, load_config, parse_override, to_dict
+from model.typed_config import ConfigError, from_dict, load_config, parse_override, to_dict
 from train.config import TrainConfig
 
 
@@ -99,10 +99,3 @@ def test_override_values_parse_like_yaml():
     assert parse_override("x=2e-4") == ("x", 2e-4)
     assert parse_override("x=a=b") == ("x", "a=b")
     assert parse_override("x={k: 1}") == ("x", {"k": 1})
-    # The dict form (refinement's --set): parsed here, type-checked by from_dict.
-    values = apply_overrides(to_dict(Outer()), ["optim.lr=0.5", "verbose=true"])
-    assert from_dict(Outer, values) == Outer(verbose=True, optim=Inner(lr=0.5))
-    with pytest.raises(ConfigError, match="steps must be an integer, got 2.5"):
-        from_dict(Outer, apply_overrides(to_dict(Outer()), ["steps=2.5"]))
-    with pytest.raises(ConfigError, match="steps is not a config section"):
-        apply_overrides(to_dict(Outer()), ["steps.x=1"])

@@ -45,21 +45,28 @@ class Summary:
         return out
 
 
-def check_port(host: str, port: int) -> None:
-    """Fail with one clear message, before any work, when the viewer could not listen on host:port."""
+def check_port(host: str, port: int, option: str = "--port") -> None:
+    """Fail with one clear message, before any work, when the viewer could not listen on host:port.
+
+    option: how the user chose the address, for the advice: --port PORT (python -m view) or
+    --view [HOST:]PORT (the commands that show their result).
+    """
+    def use(free: int) -> str:
+        return f"--port {free}" if option == "--port" else f"{option} {host}:{free}"
+
     if not 0 <= port <= 65535:
-        raise ValueError(f"--port must be in 0-65535, got {port}")
+        raise ValueError(f"port {port} is out of range (0-65535); pass e.g. {use(8080)}")
     try:
         _bind(host, port)
     except socket.gaierror as err:
         raise ValueError(f"--host {host} is not a valid address ({err.strerror})") from None
     except OSError as err:
         if err.errno == errno.EADDRINUSE:
-            raise ValueError(f"port {port} on {host} is already in use (another viewer?); pass --port "
-                             f"{_free_port(host, port + 1)}, which is free") from None
+            raise ValueError(f"port {port} on {host} is already in use (another viewer?); pass "
+                             f"{use(_free_port(host, port + 1))}, which is free") from None
         if err.errno == errno.EACCES:
             raise ValueError(f"port {port} needs administrator rights; pass a port above 1023, "
-                             f"e.g. --port {_free_port(host, 8080)}") from None
+                             f"e.g. {use(_free_port(host, 8080))}") from None
         raise ValueError(f"cannot listen on {host}:{port} ({err.strerror}); use --host 127.0.0.1 or an "
                          "address of this machine") from None
 
