@@ -5,8 +5,6 @@ The command itself is inference/infer.py; `python infer.py --help` lists its opt
 
 import sys
 
-from inference.cli import EXIT_BAD_INPUT, run_command  # noqa: F401  (python -m refine imports them from here)
-from inference.cli import resolve_device as _device  # noqa: F401
 from inference.infer import main
 
 if __name__ == "__main__":

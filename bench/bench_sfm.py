@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-import infer
+from inference import infer
 from data.capture import CaptureConfig
 from data.capture.colmap_call import run_colmap
 from data.capture.sfm import map_frames

@@ -77,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
     from inference.reconstruct import Options, reconstruct, use_input_index
     from inference.timer import StageTimer
     from model.cpu_allocator import keep_freed_memory
+    from view.options import viewing_options
 
     if args.check:
         from inference.check import report
@@ -93,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     if not demo and not args.views.exists():
         raise FileNotFoundError(f"--views {args.views} does not exist; pass a scene folder")
-    formats, address = _viewing_options(args)
+    formats, address = viewing_options(args.export, args.view)
 
     timer = StageTimer(device)  # every second of the run goes to a stage
     with timer.stage("open scene"):
@@ -138,18 +139,6 @@ def run(args: argparse.Namespace) -> int:
 
         serve(out_dir, *address)
     return 0
-
-
-def _viewing_options(args: argparse.Namespace) -> tuple[list[str], tuple[str, int] | None]:
-    """--export formats and --view address, checked before any work (a port in use fails now)."""
-    from view import check_port, parse_address
-    from view.export import parse_formats
-
-    formats = parse_formats(args.export) if args.export else []
-    address = parse_address(args.view) if args.view else None
-    if address:
-        check_port(*address)
-    return formats, address
 
 
 def _capture(args: argparse.Namespace, out_dir: Path, timer):

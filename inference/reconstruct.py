@@ -294,7 +294,7 @@ def reconstruct(scene: Scene, loaded: LoadedModel, options: Options, out_dir: Pa
         if out_dir is None:
             return result
         save_ply(world, out_dir / "gaussians.ply", sh_degree=options.ply_sh_degree)
-        write_json(_cameras_json(scene, sample), out_dir / "cameras.json")
+        write_json(cameras_json(scene, sample), out_dir / "cameras.json")
         (out_dir / "inputs").mkdir(exist_ok=True)  # what the network saw; the viewer shows them on the cameras
         for f, image in zip(sample.input_indices, sample.input_images):
             save_png(image, out_dir / "inputs" / f"{Path(scene.names[int(f)]).stem}.png")
@@ -332,7 +332,7 @@ def resolution_mismatch(loaded: LoadedModel, height: int, width: int) -> str | N
             f"--resolution {RESOLUTION_MULTIPLE * max(1, round(trained / RESOLUTION_MULTIPLE))} matches its training")
 
 
-def _cameras_json(scene: Scene, sample) -> dict:
+def cameras_json(scene: Scene, sample) -> dict:
     """Cameras as used (intrinsics at the network's resolution) in the scene's world frame, OpenCV axes."""
     def entries(indices: Tensor, cams: Cameras) -> list[dict]:
         return [{"frame": scene.names[int(f)], "index": int(f), "c2w": scene.c2w[int(f)].tolist(),

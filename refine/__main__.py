@@ -24,7 +24,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from infer import _device, run_command
+from inference.cli import resolve_device, run_command
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -149,12 +149,11 @@ def run(args: argparse.Namespace) -> int:
     from data.open_scene import open_scene
     from inference.evaluation import mean_metrics
     from inference.outputs import save_png, staged_outputs, write_json
-    from inference.reconstruct import _cameras_json, score_views
+    from inference.reconstruct import cameras_json, score_views
     from inference.timer import StageTimer
     from model.cpu_allocator import keep_freed_memory
     from model.ply import save_ply
-    from view import check_port, parse_address
-    from view.export import parse_formats
+    from view.options import viewing_options
 
     from .init import from_points, random_init
     from .protocol import protocol_sample, training_views
@@ -162,17 +161,14 @@ def run(args: argparse.Namespace) -> int:
 
     check_options(args)
     config = build_config(args)
-    device = _device(args.device)
+    device = resolve_device(args.device)
     if {"gsplat": "cuda", "cpu": "cpu"}.get(config.backend, device.type) != device.type:
         raise ValueError(f"--backend {config.backend} does not render on {device.type}; use --backend auto")
     if not args.views.exists():
         raise FileNotFoundError(f"--views {args.views} does not exist; pass a scene folder")
     ply = input_ply(args.ply) if args.ply else None
     check_not_input_folder(args.out, ply)
-    formats = parse_formats(args.export) if args.export else []
-    address = parse_address(args.view) if args.view else None
-    if address:
-        check_port(*address, option="--view")  # a port in use fails now, not once the run is over
+    formats, address = viewing_options(args.export, args.view)
     given = load_start(ply) if ply else None
     protocol = choose_protocol(args, ply)
     torch.set_flush_denormal(True)
@@ -232,7 +228,7 @@ def run(args: argparse.Namespace) -> int:
 
                 exported = export(world, stage / "refined", formats)
             # What the viewer shows beside the Gaussians: the cameras and their images, as infer.py saves them.
-            write_json(_cameras_json(scene, sample), stage / "cameras.json")
+            write_json(cameras_json(scene, sample), stage / "cameras.json")
             (stage / "inputs").mkdir()
             for f, image in zip(sample.input_indices, sample.input_images):
                 save_png(image, stage / "inputs" / f"{Path(scene.names[int(f)]).stem}.png")

@@ -1,6 +1,8 @@
-"""Fixtures shared by the test modules: a written tiny checkpoint and a small procedural scene folder."""
+"""Fixtures shared by the test modules: a written tiny checkpoint, a small procedural scene folder, and
+the CPU kernels built before tests start child processes that cannot write."""
 
 import pytest
+import torch
 
 from data.procedural import ProceduralConfig, generate_scene, write_dl3dv_scene
 from tests.support import write_checkpoint
@@ -18,3 +20,13 @@ def scene_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("scene") / "room"
     write_dl3dv_scene(generate_scene(ProceduralConfig(num_frames=20, width=96, height=48, seed=5)), out)
     return out
+
+
+@pytest.fixture(scope="session")
+def rasterizer_built():
+    """The CPU kernels compiled here, so child processes that cannot write large files only load them."""
+    from model import mamba2_native
+    from model.render.native import load_ops
+
+    load_ops()
+    mamba2_native.kernels("build", torch.zeros(1))

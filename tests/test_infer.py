@@ -10,7 +10,6 @@ from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
-import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
@@ -191,14 +190,6 @@ def run_limited(args, file_size: int | None = None, memory: int | None = None) -
     code = f"import resource, runpy, signal, sys; {limits} sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
     return subprocess.run([sys.executable, "-c", code, str(ROOT / "infer.py"), *map(str, args)], cwd=ROOT,
                           capture_output=True, text=True, timeout=600)
-
-
-@pytest.fixture(scope="module")
-def rasterizer_built():
-    """The CPU rasterizer compiled here, so children that cannot write large files only load it."""
-    from model.render.native import load_ops
-
-    load_ops()
 
 
 def test_unwritable_out_is_refused_before_any_work(scene_dir, checkpoint, tmp_path, rasterizer_built):

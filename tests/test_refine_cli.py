@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from plyfile import PlyData, PlyElement
 
-import infer
+from inference import infer
 from data.open_scene import open_scene
 from data.procedural import ProceduralConfig, generate_scene, write_dl3dv_scene
 from inference.evaluation import ViewScores
@@ -26,7 +26,7 @@ from model.cameras import Cameras
 from model.ply import load_ply, save_ply
 from model.render import rasterize
 from refine.__main__ import main
-from tests.test_infer import one_error_line, rasterizer_built, write_checkpoint  # noqa: F401 (a fixture)
+from tests.support import one_error_line, write_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -154,9 +154,9 @@ def test_bad_inputs_give_one_clear_line(tmp_path, capsys):
 
 
 def test_infer_exports_and_checks_the_view_port_first(tmp_path, capsys):
-    import infer
+    from inference import infer
     from data.procedural import ProceduralConfig, generate_scene, write_dl3dv_scene
-    from tests.test_infer import write_checkpoint
+    from tests.support import write_checkpoint
 
     scene = tmp_path / "room"
     write_dl3dv_scene(generate_scene(ProceduralConfig(num_frames=10, width=64, height=32, seed=3)), scene)

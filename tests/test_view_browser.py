@@ -21,7 +21,7 @@ import torch
 from headless_chromium import CHROMIUM, Browser
 from PIL import Image
 
-import infer
+from inference import infer
 from inference.reconstruct import render_views
 from model.cameras import Cameras
 from view.reconstruction import open_reconstruction
