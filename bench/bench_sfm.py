@@ -63,12 +63,13 @@ def pose_errors(c2w: np.ndarray, true_c2w: np.ndarray) -> tuple[float, float]:
     return float(np.median(angles)), float(np.median(np.linalg.norm(centres - true_c2w[:, :3, 3], axis=-1)) / extent)
 
 
-def encode(frames: np.ndarray, path: Path) -> Path:
+def encode(frames: np.ndarray, path: Path, fps: int = 30, crf: int = 18) -> Path:
+    """frames [T, H, W, 3] uint8 -> an H.264 .mp4 at constant quality `crf` (lower: closer to lossless)."""
     import imageio_ffmpeg
 
     height, width = frames.shape[1:3]
-    writer = imageio_ffmpeg.write_frames(str(path), (width, height), fps=30, codec="libx264", macro_block_size=1,
-                                         output_params=["-crf", "18"], pix_fmt_out="yuv420p")
+    writer = imageio_ffmpeg.write_frames(str(path), (width, height), fps=fps, codec="libx264", macro_block_size=1,
+                                         output_params=["-crf", str(crf)], pix_fmt_out="yuv420p")
     writer.send(None)
     for frame in frames:
         writer.send(np.ascontiguousarray(frame))

@@ -19,8 +19,15 @@ import sys
 import time
 from pathlib import Path
 
-from inference.cli import (add_device_options, add_preprocessing_options, check_options, preprocessing_options,
-                           resolve_device, run_command)
+from inference.cli import (
+    add_device_options,
+    add_preprocessing_options,
+    check_options,
+    preprocessing_options,
+    resolve_device,
+    run_command,
+)
+from view.options import add_viewing_options
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -48,10 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--video", action="store_true", help="render video.mp4 along a smooth path through the inputs")
     p.add_argument("--eval", action="store_true", help="hold out every 8th frame and report PSNR/SSIM/LPIPS on it")
     p.add_argument("--no-lpips", action="store_true", help="skip the LPIPS metric")
-    p.add_argument("--export", metavar="FORMATS", help="also write the Gaussians for web viewers: splat "
-                   "(gaussians.splat), compressed-ply (gaussians.compressed.ply), comma-separated")
-    p.add_argument("--view", nargs="?", const="127.0.0.1:8080", metavar="[HOST:]PORT", help="then show the "
-                   "result in the browser until Ctrl+C (python -m view; default 127.0.0.1:8080)")
+    add_viewing_options(p, "gaussians")
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
     capture = p.add_argument_group("photos or a video without poses (computed with COLMAP into --out)")
     capture.add_argument("--max-frames", type=int, help="frames kept for SfM, spread over the video and the "
@@ -72,11 +76,11 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from data.view_sampling import read_input_index
-    from model.pretrained import DEMO_CHECKPOINT, load_model
     from inference.outputs import staged_outputs
     from inference.reconstruct import Options, reconstruct, use_input_index
     from inference.timer import StageTimer
     from model.cpu_allocator import keep_freed_memory
+    from model.pretrained import DEMO_CHECKPOINT, load_model
     from view.options import viewing_options
 
     if args.check:

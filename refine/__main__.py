@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 
 from inference.cli import resolve_device, run_command
+from view.options import add_viewing_options
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -62,10 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty --out (files there "
                    "with our output names are replaced; nothing else is touched)")
     p.add_argument("--no-lpips", action="store_true", help="skip the LPIPS metric")
-    p.add_argument("--export", metavar="FORMATS", help="also write the Gaussians for web viewers: splat "
-                   "(refined.splat), compressed-ply (refined.compressed.ply), comma-separated")
-    p.add_argument("--view", nargs="?", const="127.0.0.1:8080", metavar="[HOST:]PORT", help="then show the "
-                   "result in the browser until Ctrl+C (python -m view; default 127.0.0.1:8080)")
+    add_viewing_options(p, "refined")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
     return p.parse_args(argv)

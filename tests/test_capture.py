@@ -8,11 +8,11 @@ rotations for EXIF orientation, and frames blurred on purpose for the sharpness 
 import json
 import math
 
-import imageio_ffmpeg
 import numpy as np
 import pytest
 from PIL import Image
 
+from bench.bench_sfm import encode, pose_errors, umeyama
 from data.capture import CaptureConfig, capture_scene
 from data.capture.frames import extract_frames
 from data.capture.photos import Photos
@@ -21,7 +21,6 @@ from data.capture.sfm import plausible_camera
 from data.capture.video import Video
 from data.colmap import read_colmap
 from data.errors import SceneError
-from bench.bench_sfm import pose_errors, umeyama
 from data.procedural import ProceduralConfig, generate_scene, write_dl3dv_scene
 from inference import infer
 from inference.cli import EXIT_BAD_INPUT
@@ -122,21 +121,9 @@ def test_photos_to_reconstruction(room, tmp_path, capsys):
     assert all(np.allclose(after[c["frame"]], c["c2w"]) for c in before if c["frame"] in after)
 
 
-def encode_video(frames: np.ndarray, path, fps: int = 24):
-    """H.264 in an mp4, near-lossless (crf 12)."""
-    height, width = frames.shape[1:3]
-    writer = imageio_ffmpeg.write_frames(str(path), (width, height), fps=fps, codec="libx264", macro_block_size=1,
-                                         output_params=["-crf", "12"], pix_fmt_out="yuv420p")
-    writer.send(None)
-    for frame in frames:
-        writer.send(np.ascontiguousarray(frame))
-    writer.close()
-    return path
-
-
 @pytest.mark.slow
 def test_video_to_reconstruction(room, tmp_path, capsys):
-    clip = encode_video(pixels(room.images), tmp_path / "clip.mp4")
+    clip = encode(pixels(room.images), tmp_path / "clip.mp4", fps=24, crf=12)  # near-lossless
     out = tmp_path / "out"
     code, cap = run(["--views", clip, "--eval", "--no-lpips", "--out", out], capsys)
     assert code == 0, cap.err
@@ -201,7 +188,7 @@ def test_sharpest_frame_of_each_stretch_is_kept(tmp_path):
         if i not in sharp_at:  # a horizontal box blur of 7 pixels, like motion blur
             shifted = sum(np.roll(shifted, k, axis=1) for k in range(-3, 4)) / 7
         frames.append(shifted.round().astype(np.uint8))
-    clip = encode_video(np.stack(frames), tmp_path / "blur.mp4")
+    clip = encode(np.stack(frames), tmp_path / "blur.mp4", fps=24, crf=12)
     images = tmp_path / "images"
     images.mkdir()
     picked = extract_frames(Video(clip), images, CaptureConfig(max_frames=5))

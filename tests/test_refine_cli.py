@@ -18,9 +18,9 @@ import torch
 from PIL import Image
 from plyfile import PlyData, PlyElement
 
-from inference import infer
 from data.open_scene import open_scene
-from data.procedural import ProceduralConfig, generate_scene, write_dl3dv_scene
+from data.procedural import ProceduralConfig, generate_scene
+from inference import infer
 from inference.evaluation import ViewScores
 from model.cameras import Cameras
 from model.ply import load_ply, save_ply
@@ -31,13 +31,6 @@ from tests.support import one_error_line, write_checkpoint
 ROOT = Path(__file__).resolve().parent.parent
 
 QUICK = ["--backend", "cpu", "--device", "cpu", "--quiet", "--no-lpips"]
-
-
-@pytest.fixture(scope="module")
-def scene_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("refine_cli") / "room"
-    write_dl3dv_scene(generate_scene(ProceduralConfig(num_frames=20, width=96, height=48, seed=5)), out)
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,18 @@ rather than after the run."""
 
 from __future__ import annotations
 
+import argparse
+
 from .export import parse_formats
 from .server import check_port, parse_address
+
+
+def add_viewing_options(p: argparse.ArgumentParser, stem: str) -> None:
+    """The two options, for a command writing its Gaussians to `stem`.ply."""
+    p.add_argument("--export", metavar="FORMATS", help=f"also write the Gaussians for web viewers: splat "
+                   f"({stem}.splat), compressed-ply ({stem}.compressed.ply), comma-separated")
+    p.add_argument("--view", nargs="?", const="127.0.0.1:8080", metavar="[HOST:]PORT", help="then show the "
+                   "result in the browser until Ctrl+C (python -m view; default 127.0.0.1:8080)")
 
 
 def viewing_options(export: str | None, view: str | None) -> tuple[list[str], tuple[str, int] | None]:
