@@ -58,7 +58,7 @@ def test_non_editable_install_runs_the_demo(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert (out / "gaussians.ply").stat().st_size > 0 and metrics["num_targets"] > 0 and metrics["mean"]["psnr"] > 10
     assert str(site / "model" / "checkpoints" / "demo" / "model.safetensors") in run.stdout
-    for command in ("longlrm-evaluate", "longlrm-view"):
+    for command in ("longlrm-evaluate", "longlrm-refine", "longlrm-view"):
         shown = subprocess.run([str(venv / "bin" / command), "--help"], env=env, cwd=work, capture_output=True,
                                text=True, timeout=300)
         assert shown.returncode == 0 and shown.stdout.startswith("usage: "), shown.stderr
