@@ -26,9 +26,16 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def live_peak(run) -> int:
-    """Most bytes of tensors alive at once while `run()` runs (the profiler's allocation events)."""
-    with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        run()
+    """Most bytes of tensors alive at once while `run()` runs (the profiler's allocation events), on one
+    thread: oneDNN's bf16 matmuls allocate float32 scratch per thread, a fixed workspace the estimate
+    leaves to WORKSPACE, not activations it counts."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            run()
+    finally:
+        torch.set_num_threads(threads)
     events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
                     key=lambda e: e.start_ns())
     alive = peak = 0
