@@ -104,6 +104,8 @@ def test_browser_shows_the_reconstruction_from_an_input_camera(demo):
         browser.wait_for("document.querySelector('canvas').getBoundingClientRect().width < 1000", 30, "the panel")
         panel = 1000 - canvas_rect(browser)["width"]
         browser.resize(width + round(panel), height)
+        browser.wait_for(f"(r => r.width === {width} && r.height === {height})"
+                         "(document.querySelector('canvas').getBoundingClientRect())", 30, "the resized canvas")
         viewer.show_cameras.value = False  # frustums of neighbouring cameras would cover the view
         next_button = "Array.from(document.querySelectorAll('button')).find(b => b.textContent === 'Next')"
         browser.wait_for(f"{next_button} !== undefined", 30, "the camera panel")
@@ -112,7 +114,8 @@ def test_browser_shows_the_reconstruction_from_an_input_camera(demo):
         client = next(iter(viewer.server.get_clients().values()))
         c2w = torch.from_numpy(cam.c2w)
         deadline = time.monotonic() + 20
-        while not np.allclose(client.camera.position, cam.c2w[:3, 3], atol=1e-4) and time.monotonic() < deadline:
+        while time.monotonic() < deadline and not (np.allclose(client.camera.position, cam.c2w[:3, 3], atol=1e-4)
+                                                   and client.camera.image_width == width):
             time.sleep(0.1)
         # the browser reports its camera back: the pose, vertical fov and canvas size we asked for
         import viser.transforms as tf
