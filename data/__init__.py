@@ -8,28 +8,10 @@ Names are imported on first use, so `import data.config` stays light. `open_scen
 its module: importing that module must not bind the module where the function is exported.
 """
 
-import sys
-from importlib import import_module
-from types import ModuleType
+from model.lazy_exports import export_lazily
 
-_EXPORTS = {
+export_lazily(__name__, {
     "open_scene": "data.open_scene", "find_scenes": "data.open_scene", "Scene": "data.scene",
     "Sample": "data.batch", "SampleBuilder": "data.pipeline", "capture_sample": "data.pipeline",
     "DataConfig": "data.config",
-}
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'data' has no attribute {name!r}")
-    return getattr(import_module(_EXPORTS[name]), name)
-
-
-class _Package(ModuleType):
-    def __setattr__(self, name: str, value) -> None:
-        if name not in _EXPORTS or not isinstance(value, ModuleType):  # the import system binding data.open_scene
-            super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
+})

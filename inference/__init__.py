@@ -8,12 +8,11 @@
     result.gaussians            # world-frame Gaussians [N], in memory; nothing is written without out_dir
     result.metrics              # held-out PSNR / SSIM / LPIPS
 
-The names are imported with the package, not on first use as in `model` and `data`: `reconstruct` is
-also the name of its module, and a submodule imported first would take the package attribute.
+Names are imported on first use (model/lazy_exports.py), so `import inference.cli` stays light.
 The commands are inference/infer.py (`longlrm-infer`) and inference/evaluate.py (`longlrm-evaluate`).
 """
 
-from inference.demo import demo_scene
-from inference.reconstruct import Options, Result, reconstruct
+from model.lazy_exports import export_lazily
 
-__all__ = ["Options", "Result", "demo_scene", "reconstruct"]
+export_lazily(__name__, {"Options": "inference.reconstruct", "Result": "inference.reconstruct",
+                         "reconstruct": "inference.reconstruct", "demo_scene": "inference.demo"})

@@ -13,8 +13,6 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
-
 EXIT_BAD_INPUT = 2
 
 
@@ -39,8 +37,10 @@ def add_device_options(p: argparse.ArgumentParser) -> None:
                    "capability 8.0+, CPUs with AMX or AVX512-BF16), fp32 elsewhere; rendering always runs in fp32")
 
 
-def resolve_device(name: str) -> torch.device:
-    """--device auto | cpu | cuda -> the device; cuda without one is refused."""
+def resolve_device(name: str):
+    """--device auto | cpu | cuda -> the torch.device; cuda without one is refused."""
+    import torch
+
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("--device cuda was requested but no CUDA device is available; use --device cpu")
     if name == "auto":

@@ -9,18 +9,11 @@
 Names are imported on first use, so `import model.cameras` does not load the whole network.
 """
 
-from importlib import import_module
+from model.lazy_exports import export_lazily
 
-_EXPORTS = {
+export_lazily(__name__, {
     "LongLRM": "model.longlrm", "LongLRMOutput": "model.longlrm", "build_model": "model.build",
     "ModelConfig": "model.config", "preset": "model.config", "load_model": "model.pretrained",
     "LoadedModel": "model.pretrained", "Preprocessing": "model.pretrained", "Gaussians": "model.gaussians",
     "Cameras": "model.cameras", "rasterize": "model.render",
-}
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'model' has no attribute {name!r}")
-    return getattr(import_module(_EXPORTS[name]), name)
+})

@@ -1,6 +1,7 @@
 """Look at a reconstruction in the browser (`python -m view PATH`) and export it for web splat viewers
 (`python -m view.export PLY`)."""
 
-from .server import DEFAULT_MAX_GAUSSIANS, Viewer, check_port, parse_address, serve
+from model.lazy_exports import export_lazily
 
-__all__ = ["DEFAULT_MAX_GAUSSIANS", "Viewer", "check_port", "parse_address", "serve"]
+export_lazily(__name__, {name: "view.server" for name in
+                         ("DEFAULT_MAX_GAUSSIANS", "Viewer", "check_port", "parse_address", "serve")})

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import argparse
 
-from .export import parse_formats
-from .server import check_port, parse_address
 
 
 def add_viewing_options(p: argparse.ArgumentParser, stem: str) -> None:
@@ -20,6 +18,9 @@ def add_viewing_options(p: argparse.ArgumentParser, stem: str) -> None:
 
 def viewing_options(export: str | None, view: str | None) -> tuple[list[str], tuple[str, int] | None]:
     """(export formats, (host, port) to serve on or None) from the two options' values."""
+    from .export import parse_formats
+    from .server import check_port, parse_address
+
     formats = parse_formats(export) if export else []
     address = parse_address(view) if view else None
     if address:
