@@ -33,7 +33,7 @@ from data.view_sampling import Selection, eval_targets, to_scene_order
 from model.cameras import Cameras
 from model.gaussians import Gaussians
 from model.ply import save_ply
-from model.precision import resolve_precision
+from model.precision import Precision, resolve_precision
 
 from .camera_path import smooth_path
 from model.pretrained import LoadedModel, Preprocessing
@@ -146,11 +146,12 @@ def scene_sample(scene: Scene, loaded: LoadedModel, options: Options) -> tuple[S
     return capture_sample(scene, config, options.holdout, size)
 
 
-def check_sample_memory(scene: Scene, loaded: LoadedModel, options: Options, device: torch.device) -> None:
+def check_sample_memory(scene: Scene, loaded: LoadedModel, options: Options, device: torch.device,
+                        precision: Precision) -> None:
     """Refuse, before a frame is decoded, a reconstruction of `scene` that the memory available on
     `device` cannot hold, naming one that fits (inference/memory.py)."""
     config = loaded.model.config
-    plan = replace(sample_plan(scene, loaded, options), network_dtype=resolve_precision(options.precision, device).dtype)
+    plan = replace(sample_plan(scene, loaded, options), network_dtype=precision.dtype)
     check_memory(config, plan, available_bytes(device), math.lcm(RESOLUTION_MULTIPLE, config.output_patch_size))
 
 
@@ -237,7 +238,7 @@ def reconstruct(scene: Scene, loaded: LoadedModel, options: Options, out_dir: Pa
     used = preprocessing(loaded, options)
     precision = resolve_precision(options.precision, device)
     precision.apply(loaded.model)
-    check_sample_memory(scene, loaded, options, device)
+    check_sample_memory(scene, loaded, options, device, precision)
     with timer.stage("load views"):
         selection, sample = scene_sample(scene, loaded, options)
     inputs, targets = selection.inputs, selection.targets
