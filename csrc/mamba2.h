@@ -19,8 +19,8 @@ std::tuple<at::Tensor, at::Tensor> state_passing(const at::Tensor& u, const at::
 // mamba2_chunk.cpp
 std::tuple<at::Tensor, at::Tensor> chunk_inputs(const at::Tensor& x, const at::Tensor& dt, const at::Tensor& a);
 at::Tensor chunk_scores(const at::Tensor& a, const at::Tensor& cb);
-at::Tensor chunk_outputs(const at::Tensor& y_diag, const at::Tensor& y_off, const at::Tensor& a, const at::Tensor& x,
-                         const at::Tensor& D);
+void chunk_outputs(const at::Tensor& y_diag, const at::Tensor& y_off, const at::Tensor& a, const at::Tensor& x,
+                   const at::Tensor& D, const at::Tensor& y);
 
 // mamba2_gated_norm.cpp
 at::Tensor gated_rms_norm(const at::Tensor& y, const at::Tensor& z, const at::Tensor& weight, int64_t groups,

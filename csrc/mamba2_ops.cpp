@@ -7,6 +7,7 @@ TORCH_LIBRARY(mamba2_cpu, m) {
   m.def("state_passing", &mamba2::state_passing);
   m.def("chunk_inputs", &mamba2::chunk_inputs);
   m.def("chunk_scores", &mamba2::chunk_scores);
-  m.def("chunk_outputs", &mamba2::chunk_outputs);
+  m.def("chunk_outputs(Tensor y_diag, Tensor y_off, Tensor a, Tensor x, Tensor D, Tensor(a!) y) -> ()",
+        &mamba2::chunk_outputs);
   m.def("gated_rms_norm", &mamba2::gated_rms_norm);
 }

@@ -19,36 +19,31 @@
 namespace mamba2 {
 namespace {
 
-// Layout: u and states [B, C, G, N, H * P] (chunk c, group g, state row n, then the group's H heads
-// of P channels side by side), decay [B, C, G, H], s_in and s_out [B, G, N, H * P].
+// Layout: u and states [B, C, G, H, P * N] (chunk c, group g, the group's head h, then its P x N
+// state), decay [B, C, G, H], s_in and s_out [B, G, H, P * N].
 struct Dims {
-  int64_t B, C, G, N, H, P;
+  int64_t B, C, G, H, W;  // W = P * N, the values of one head's state
 };
 
-// Rows (b, g, n) in [begin, end): the whole chunk recurrence of one row before the next.
+// Heads (b, g, h) in [begin, end): the whole chunk recurrence of one head's state before the next.
 template <typename T, bool kFma>
 void pass_rows(const T* u, const float* decay, const float* s_in, T* states, float* s_out, const Dims& d,
                int64_t begin, int64_t end) {
-  const int64_t width = d.H * d.P;
-  std::vector<float> s(width);
+  std::vector<float> s(d.W);
   for (int64_t row = begin; row < end; ++row) {
-    const int64_t b = row / (d.G * d.N), g = (row / d.N) % d.G, n = row % d.N;
-    std::memcpy(s.data(), s_in + row * width, width * sizeof(float));
+    const int64_t b = row / (d.G * d.H), gh = row % (d.G * d.H);
+    std::memcpy(s.data(), s_in + row * d.W, d.W * sizeof(float));
     for (int64_t k = 0; k < d.C; ++k) {
-      const int64_t offset = (((b * d.C + k) * d.G + g) * d.N + n) * width;
-      const T* uk = u + offset;
-      T* out = states + offset;
-      const float* ak = decay + ((b * d.C + k) * d.G + g) * d.H;
-      for (int64_t h = 0; h < d.H; ++h) {
-        const float a = ak[h];
-        float* sh = s.data() + h * d.P;
-        for (int64_t p = 0; p < d.P; ++p) {
-          narrow(sh[p], out + h * d.P + p);
-          sh[p] = splat::mul_add<kFma>(a, sh[p], widen(uk[h * d.P + p]));
-        }
+      const int64_t chunk_row = (b * d.C + k) * d.G * d.H + gh;
+      const T* uk = u + chunk_row * d.W;
+      T* out = states + chunk_row * d.W;
+      const float a = decay[chunk_row];
+      for (int64_t i = 0; i < d.W; ++i) {
+        narrow(s[i], out + i);
+        s[i] = splat::mul_add<kFma>(a, s[i], widen(uk[i]));
       }
     }
-    std::memcpy(s_out + row * width, s.data(), width * sizeof(float));
+    std::memcpy(s_out + row * d.W, s.data(), d.W * sizeof(float));
   }
 }
 
@@ -60,8 +55,8 @@ SPLAT_TARGET_AVX2 void pass_rows_avx2(const T* u, const float* decay, const floa
 
 template <typename T>
 void run(const T* u, const float* decay, const float* s_in, T* states, float* s_out, const Dims& d) {
-  // One row per task at least: a row carries its state through all c chunks, about c * H * P values.
-  at::parallel_for(0, d.B * d.G * d.N, 1, [&](int64_t begin, int64_t end) {
+  // One head per task at least: it carries its state through all c chunks, c * P * N values.
+  at::parallel_for(0, d.B * d.G * d.H, 1, [&](int64_t begin, int64_t end) {
     if (splat::cpu_has_avx2())
       pass_rows_avx2(u, decay, s_in, states, s_out, d, begin, end);
     else
@@ -71,10 +66,10 @@ void run(const T* u, const float* decay, const float* s_in, T* states, float* s_
 
 }  // namespace
 
-// u [B, C, G, N, H, P] float32 or bfloat16, decay [B, C, G, H] float32, s_in [B, G, N, H, P] float32,
+// u [B, C, G, H, P, N] float32 or bfloat16, decay [B, C, G, H] float32, s_in [B, G, H, P, N] float32,
 // all contiguous (the Python side guarantees it).
 std::tuple<at::Tensor, at::Tensor> state_passing(const at::Tensor& u, const at::Tensor& decay, const at::Tensor& s_in) {
-  const Dims d{u.size(0), u.size(1), u.size(2), u.size(3), u.size(4), u.size(5)};
+  const Dims d{u.size(0), u.size(1), u.size(2), u.size(3), u.size(4) * u.size(5)};
   at::Tensor states = at::empty_like(u);
   at::Tensor s_out = at::empty_like(s_in);
   if (u.scalar_type() == at::kBFloat16)

@@ -70,12 +70,12 @@ def mamba_bytes(config: ModelConfig, width: int, length: int, act: int = FLOAT) 
     Throughout the backward direction: the residual and its norm, the (flipped) input projection, the
     forward direction's output. Then the larger of the causal convolution (its input copied to one
     layout, the padded output; then that output and its SiLU) and the scan (model/ssd.py): the
-    convolved x/B/C, float32 step sizes, contiguous B and C, the outputs of the slabs before, and one
-    slab's float32 cumulative decays and chunk intermediates, all alive when its outputs are summed:
-    the inputs scaled by the step (as read within the chunk and as left in its final state), the
-    q x q scores per head, their product, the states each chunk produces and receives (d_state x
-    inner per chunk), their readout and the slab's output. When the sequence takes several slabs,
-    the concatenation of their outputs can be the larger.
+    convolved x/B/C, float32 step sizes, contiguous B and C, the scan's whole output (allocated first,
+    each slab writes its part), and one slab's float32 cumulative decays and chunk intermediates, all
+    alive when its outputs are written: the inputs scaled by the step (as read within the chunk and as
+    left in its final state), the q x q scores per head, their product, the states each chunk produces
+    and receives (d_state x inner per chunk) and their readout. Or the gated norm: the scan's output
+    and the norm's, the convolved x/B/C still held.
     """
     m = config.mamba
     inner = m.expand * width
@@ -85,9 +85,9 @@ def mamba_bytes(config: ModelConfig, width: int, length: int, act: int = FLOAT) 
     held = length * (2 * FLOAT * width + act * (projection + inner))
     inputs = length * (act * (conv + 2 * m.ngroups * m.d_state) + FLOAT * heads)
 
-    def in_slab(before: int, tokens: int, chunk: int) -> int:
-        """A slab of `tokens` in chunks of `chunk`, after `before` tokens' outputs."""
-        return (act * inner * before + tokens * (FLOAT * heads + act * (5 * inner + heads * chunk))
+    def in_slab(tokens: int, chunk: int) -> int:
+        """A slab of `tokens` in chunks of `chunk`."""
+        return (tokens * (FLOAT * heads + act * (4 * inner + heads * chunk))
                 + (tokens // chunk) * 2 * act * m.d_state * inner  # states produced and entering, per chunk
                 + 2 * FLOAT * m.d_state * inner)  # the float32 state entering and leaving the slab
 
@@ -95,13 +95,10 @@ def mamba_bytes(config: ModelConfig, width: int, length: int, act: int = FLOAT) 
     q = min(m.cpu_chunk_size, length)
     whole = length - length % q
     slab = max(1, _SLAB_ELEMENTS // (inner * max(m.d_state, q))) * q
-    last = whole - (whole - 1) // slab * slab  # tokens of the last slab of whole chunks
-    slabs = [in_slab(whole - last, last, q), in_slab(max(0, whole - last - slab), min(slab, whole - last), q)]
-    if whole < length:
-        slabs.append(in_slab(whole, length - whole, length - whole))
-    several = length > slab or whole < length  # the slabs' outputs are concatenated
-    scan = inputs + max(*slabs, 2 * act * inner * length if several else 0)
-    return held + max(2 * act * conv * length, scan)
+    slabs = [in_slab(min(slab, whole), q)] + ([in_slab(length - whole, length - whole)] if whole < length else [])
+    scan = inputs + act * inner * length + max(slabs)
+    norm = act * (conv + 2 * inner) * length  # the convolved x/B/C still held, the scan's output and the norm's
+    return held + max(2 * act * conv * length, scan, norm)
 
 
 def transformer_bytes(config: ModelConfig, width: int, act: int = FLOAT) -> int:

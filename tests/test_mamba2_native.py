@@ -30,9 +30,9 @@ def rounding(dtype: torch.dtype) -> float:
 
 def state_passing_inputs(dtype, b=2, c=5, g=2, n=3, hg=4, p=7, seed=0):
     gen = torch.Generator().manual_seed(seed)
-    u = torch.randn(b, c, g, n, hg, p, generator=gen).to(dtype)
+    u = torch.randn(b, c, g, hg, p, n, generator=gen).to(dtype)
     decay = torch.rand(b, c, g, hg, generator=gen)
-    s_in = torch.randn(b, g, n, hg, p, generator=gen)
+    s_in = torch.randn(b, g, hg, p, n, generator=gen)
     return u, decay, s_in
 
 
@@ -40,25 +40,26 @@ def state_passing_inputs(dtype, b=2, c=5, g=2, n=3, hg=4, p=7, seed=0):
 def test_state_passing_matches_the_recurrence_and_its_twin_bit_for_bit(dtype):
     u, decay, s_in = state_passing_inputs(dtype)
     states, s_out = ops().state_passing(u, decay, s_in)
-    b, c, g, _, hg, _ = u.shape
-    twin_states, twin_out = ssd._StatePassing.apply(u, decay.view(b, c, g, 1, hg, 1), s_in)
+    c = u.shape[1]
+    twin_states, twin_out = ssd._StatePassing.apply(u, decay[..., None, None], s_in)
     assert states.dtype == dtype and s_out.dtype == torch.float32
     assert torch.equal(states, twin_states) and torch.equal(s_out, twin_out)
     s = s_in.double()
     for k in range(c):
         torch.testing.assert_close(states[:, k].double(), s, rtol=rounding(dtype), atol=1e-6)
-        s = decay[:, k, :, None, :, None].double() * s + u[:, k].double()
+        s = decay[:, k, :, :, None, None].double() * s + u[:, k].double()
     torch.testing.assert_close(s_out.double(), s, rtol=1e-6, atol=1e-6)
 
 
 def test_state_passing_keeps_nan_and_a_float32_carry():
     u, decay, s_in = state_passing_inputs(torch.bfloat16, c=40)
-    u[0, 3, 1, 2, 0, 5] = float("nan")
+    u[0, 3, 1, 2, 5, 0] = float("nan")
     decay.fill_(1.0)  # no decay: bfloat16 rounding of a carried state would compound over 40 chunks
     s_in.fill_(1.0)
     u[~u.isnan()] = 2.0**-10  # below half a bfloat16 step of 1: a bfloat16 carry would never move
     states, s_out = ops().state_passing(u, decay, s_in)
-    assert states[0, 4:, 1, 2, 0, 5].isnan().all() and s_out[0, 1, 2, 0, 5].isnan()
+    assert states[0, 4:, 1, 2, 5, 0].isnan().all() and s_out[0, 1, 2, 5, 0].isnan()
+    assert states.isnan().sum() == 40 - 4 and s_out.isnan().sum() == 1  # no other value touched
     torch.testing.assert_close(s_out[1], torch.full_like(s_out[1], 1 + 40 * 2.0**-10))
 
 
@@ -83,11 +84,11 @@ def test_chunk_stages_compute_their_formulas(dtype):
     g = cb.shape[2]
     X, T, A, CB = x.double(), dt.double(), a.double(), cb.double()
     x_dt, x_end = ops().chunk_inputs(x.flatten(1, 2).flatten(2), dt, a)
-    assert x_dt.dtype == x_end.dtype == dtype and x_dt.shape == (b, c, h, q, p)
-    want = X * T[..., None]
+    assert x_dt.dtype == x_end.dtype == dtype and x_dt.shape == (b, c, h, q, p) and x_end.shape == (b, c, h, p, q)
+    want = X * T[..., None]  # [b, c, q, h, p]
     torch.testing.assert_close(x_dt.double(), want.transpose(2, 3), rtol=rounding(dtype), atol=1e-30)
     want = want * torch.exp(A[:, :, -1:] - A)[..., None]
-    torch.testing.assert_close(x_end.double(), want, rtol=rounding(dtype), atol=1e-30)
+    torch.testing.assert_close(x_end.double(), want.permute(0, 1, 3, 4, 2), rtol=rounding(dtype), atol=1e-30)
 
     scores = ops().chunk_scores(a, cb)
     seg = A.transpose(2, 3)[..., :, None] - A.transpose(2, 3)[..., None, :]  # [b, c, h, q, q]
@@ -97,12 +98,16 @@ def test_chunk_stages_compute_their_formulas(dtype):
     assert torch.equal(scores.triu(1), torch.zeros_like(scores))  # masked entries exactly zero
 
     y_diag = torch.randn(b, c, h, q, p).to(dtype)
-    y_off = torch.randn(b, c, q, h, p).to(dtype)
+    y_off = torch.randn(b, c, h, p, q).to(dtype)
     D = torch.randn(h, p)
-    y = ops().chunk_outputs(y_diag, y_off, a, x.flatten(1, 2).flatten(2), D)
-    terms = [y_diag.double().transpose(2, 3), torch.exp(A)[..., None] * y_off.double(), D.double() * X]
+    whole = torch.full((b, c * q + 3, h * p), 7.0, dtype=dtype)  # the slab's outputs go into a part of it
+    ops().chunk_outputs(y_diag, y_off, a, x.flatten(1, 2).flatten(2), D, whole[:, 2:2 + c * q])
+    y = whole[:, 2:2 + c * q].unflatten(-1, (h, p)).unflatten(1, (c, q))  # [b, c, q, h, p]
+    terms = [y_diag.double().transpose(2, 3), torch.exp(A)[..., None] * y_off.double().permute(0, 1, 4, 2, 3),
+             D.double() * X]
     size = sum(t.abs() for t in terms)  # the sum's terms may cancel: bound the error by their sizes
-    assert y.dtype == dtype and ((y.double() - sum(terms)).abs() <= rounding(dtype) * size + 1e-30).all()
+    assert ((y.double() - sum(terms)).abs() <= rounding(dtype) * size + 1e-30).all()
+    assert (whole[:, :2] == 7).all() and (whole[:, 2 + c * q:] == 7).all()  # nothing written outside it
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -111,10 +116,12 @@ def test_chunk_stages_agree_with_their_twins(dtype, monkeypatch):
     a few bfloat16 roundings (the twins round after every operation, the kernels once)."""
     x, dt, a, cb = slab_inputs(dtype)
     b, c, q, h, p = x.shape
-    y_diag, y_off, D = torch.randn(b, c, h, q, p).to(dtype), torch.randn(b, c, q, h, p).to(dtype), torch.randn(h, p)
+    y_diag, y_off, D = torch.randn(b, c, h, q, p).to(dtype), torch.randn(b, c, h, p, q).to(dtype), torch.randn(h, p)
 
     def stages():
-        return (*ssd._chunk_inputs(x, dt, a), ssd._chunk_scores(a, cb), ssd._chunk_outputs(y_diag, y_off, a, x, D))
+        y = torch.empty(b, c * q + 1, h, p, dtype=dtype)[:, 1:].unflatten(1, (c, q))  # a view, as _slab_scan gives
+        ssd._chunk_outputs(y_diag, y_off, a, x, D, y)
+        return (*ssd._chunk_inputs(x, dt, a), ssd._chunk_scores(a, cb), y)
 
     native = stages()
     monkeypatch.setattr(mamba2_native, "_library", lambda: None)

@@ -104,7 +104,7 @@ def test_network_count_when_a_mamba_block_holds_the_peak(dtype):
 def test_mamba_block_count_matches_the_tensors_alive(name, width, length, slab_elements, dtype, monkeypatch):
     """One block, its linear layers in `dtype` as set_precision leaves them: one scan slab, one with a
     shorter final chunk (1000 = 15 x 64 + 40), several slabs of 2048 tokens and a final chunk, and
-    (slabs made small) 16 slabs whose outputs' concatenation is the peak."""
+    (slabs made small) 16 slabs."""
     if slab_elements:  # the scan's tuning constant, read by the scan and by the count
         monkeypatch.setattr(ssd, "_SLAB_ELEMENTS", slab_elements)
         monkeypatch.setattr(memory, "_SLAB_ELEMENTS", slab_elements)
