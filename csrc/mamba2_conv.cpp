@@ -18,6 +18,8 @@
 namespace mamba2 {
 namespace {
 
+constexpr int64_t kMaxTaps = 4;  // model/mamba2.py: CPU_CONV_MAX_TAPS
+
 struct Conv {
   int64_t l, width, taps;      // sequence length, channels, kernel taps K
   int64_t batch_stride, step;  // of the input rows
@@ -31,42 +33,43 @@ struct Segment {
   T* out;  // [b, l, width] contiguous
 };
 
-// Rows [begin, end) of the flattened [b, l] output.
-template <typename T, bool kFma>
+// Rows [begin, end) of the flattened [b, l] output. Each output value is computed in registers in
+// one loop over the channels: its K input values (a row of zeros standing for the padding before
+// the start), weights and bias in, the rounded SiLU out.
+template <typename T, bool kFma, int kTaps>
 void conv_rows(const T* in, const float* weight, const float* bias, const Segment<T>* segments, int64_t n_segments,
                const Conv& s, int64_t begin, int64_t end) {
-  std::vector<float> acc(s.width);
+  const std::vector<T> zeros(s.width, T{0});
   for (int64_t r = begin; r < end; ++r) {
     const int64_t b = r / s.l, t = r % s.l;
-    for (int64_t c = 0; c < s.width; ++c) acc[c] = bias[c];
-    for (int64_t k = 0; k < s.taps; ++k) {
+    const T* taps[kTaps];  // the input row each tap reads
+    for (int k = 0; k < kTaps; ++k) {
       // Tap k looks K - 1 - k steps back in scan order: forwards that is an earlier row, over the
       // reversed sequence a later one.
-      const int64_t back = s.taps - 1 - k;
+      const int64_t back = kTaps - 1 - k;
       const int64_t src = s.reverse ? s.l - 1 - t + back : t - back;
-      if (src < 0 || src >= s.l) continue;
-      const T* row = in + b * s.batch_stride + src * s.step;
-      const float* w = weight + k * s.width;
-#pragma omp simd
-      for (int64_t c = 0; c < s.width; ++c) acc[c] = splat::mul_add<kFma>(w[c], widen(row[c]), acc[c]);
+      taps[k] = src < 0 || src >= s.l ? zeros.data() : in + b * s.batch_stride + src * s.step;
     }
     for (int64_t i = 0; i < n_segments; ++i) {
       const Segment<T>& seg = segments[i];
-      const float* a = acc.data() + seg.offset;
       T* o = seg.out + r * seg.width;
 #pragma omp simd
-      for (int64_t c = 0; c < seg.width; ++c) narrow(silu<kFma>(a[c]), o + c);
+      for (int64_t c = seg.offset; c < seg.offset + seg.width; ++c) {
+        float acc = bias[c];
+        for (int k = 0; k < kTaps; ++k) acc = splat::mul_add<kFma>(weight[k * s.width + c], widen(taps[k][c]), acc);
+        narrow(silu<kFma>(acc), o + c - seg.offset);
+      }
     }
   }
 }
 
-template <typename T>
+template <typename T, int kTaps>
 SPLAT_TARGET_AVX2 void conv_rows_avx2(const T* in, const float* weight, const float* bias, const Segment<T>* segments,
                                       int64_t n_segments, const Conv& s, int64_t begin, int64_t end) {
-  conv_rows<T, true>(in, weight, bias, segments, n_segments, s, begin, end);
+  conv_rows<T, true, kTaps>(in, weight, bias, segments, n_segments, s, begin, end);
 }
 
-template <typename T>
+template <typename T, int kTaps>
 void run(const at::Tensor& xbc, const at::Tensor& weight, const at::Tensor& bias, std::vector<at::Tensor>& outs,
          const Conv& s) {
   std::vector<Segment<T>> segments;
@@ -76,21 +79,32 @@ void run(const at::Tensor& xbc, const at::Tensor& weight, const at::Tensor& bias
     offset += o.size(2);
   }
   const T* in = reinterpret_cast<const T*>(xbc.data_ptr());
-  const int64_t rows = xbc.size(0) * s.l;
+  const int64_t rows = xbc.size(0) * s.l, n = static_cast<int64_t>(segments.size());
   at::parallel_for(0, rows, std::max<int64_t>(1, 16384 / s.width), [&](int64_t begin, int64_t end) {
     if (splat::cpu_has_avx2())
-      conv_rows_avx2(in, weight.data_ptr<float>(), bias.data_ptr<float>(), segments.data(),
-                     static_cast<int64_t>(segments.size()), s, begin, end);
+      conv_rows_avx2<T, kTaps>(in, weight.data_ptr<float>(), bias.data_ptr<float>(), segments.data(), n, s, begin, end);
     else
-      conv_rows<T, false>(in, weight.data_ptr<float>(), bias.data_ptr<float>(), segments.data(),
-                          static_cast<int64_t>(segments.size()), s, begin, end);
+      conv_rows<T, false, kTaps>(in, weight.data_ptr<float>(), bias.data_ptr<float>(), segments.data(), n, s, begin,
+                                 end);
   });
+}
+
+// run<T, K> for the K of the weights.
+template <typename T>
+void run_taps(const at::Tensor& xbc, const at::Tensor& weight, const at::Tensor& bias, std::vector<at::Tensor>& outs,
+              const Conv& s) {
+  switch (s.taps) {
+    case 1: return run<T, 1>(xbc, weight, bias, outs, s);
+    case 2: return run<T, 2>(xbc, weight, bias, outs, s);
+    case 3: return run<T, 3>(xbc, weight, bias, outs, s);
+    default: return run<T, 4>(xbc, weight, bias, outs, s);
+  }
 }
 
 }  // namespace
 
 // xbc [b, l, D] float32 or bfloat16 with unit channel stride (any row and batch strides: a slice of
-// the input projection), weight [K, D] and bias [D] float32 contiguous, splits: the widths of the
+// the input projection), weight [K, D] (K <= kMaxTaps) and bias [D] float32 contiguous, splits: the widths of the
 // output tensors (summing to D). Returns [b, l, width] contiguous tensors of xbc's dtype, in the
 // sequence's order or, with reverse, in the reversed sequence's.
 std::vector<at::Tensor> causal_conv1d_silu(const at::Tensor& xbc, const at::Tensor& weight, const at::Tensor& bias,
@@ -98,10 +112,11 @@ std::vector<at::Tensor> causal_conv1d_silu(const at::Tensor& xbc, const at::Tens
   const Conv s{xbc.size(1), xbc.size(2), weight.size(0), xbc.stride(0), xbc.stride(1), reverse};
   std::vector<at::Tensor> outs;
   for (int64_t width : splits) outs.push_back(at::empty({xbc.size(0), s.l, width}, xbc.options()));
+  TORCH_CHECK(s.taps >= 1 && s.taps <= kMaxTaps, "causal_conv1d_silu takes 1 to ", kMaxTaps, " taps, got ", s.taps);
   if (xbc.scalar_type() == at::kBFloat16)
-    run<uint16_t>(xbc, weight, bias, outs, s);
+    run_taps<uint16_t>(xbc, weight, bias, outs, s);
   else
-    run<float>(xbc, weight, bias, outs, s);
+    run_taps<float>(xbc, weight, bias, outs, s);
   return outs;
 }
 

@@ -52,6 +52,8 @@ CONV_KERNEL_WIDTHS = (2, 3, 4)
 CONV_KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 CONV_KERNEL_MIN_CAPABILITY = (7, 5)
 _KERNEL_INDEX_LIMIT = 2**32
+# Taps of the native CPU conv (csrc/mamba2_conv.cpp, kMaxTaps: one register accumulation per tap count)
+CPU_CONV_MAX_TAPS = 4
 
 
 def conv_kernel_blocker(available: bool, device_type: str, capability: tuple[int, int] | None, width: int,
@@ -241,7 +243,12 @@ class ScanDirection(nn.Module):
 
 
 class BiMamba2(nn.Module):
-    """Shared in_proj -> forward scan + flipped backward scan -> sum -> shared out_proj."""
+    """Shared in_proj -> forward scan + flipped backward scan -> sum -> shared out_proj.
+
+    Without gradients on CPU, native kernels read the projection in place for both directions
+    (`ScanDirection.forward_native`): no flipped copies, and the sum happens in the backward
+    direction's norm. Otherwise (training, CUDA) the PyTorch / CUDA-kernel code below runs.
+    """
 
     def __init__(self, d_model: int, cfg: MambaConfig, backend: str = "auto"):
         super().__init__()
@@ -256,9 +263,7 @@ class BiMamba2(nn.Module):
     def forward(self, u: Tensor) -> Tensor:
         # u [b, l, d_model]
         zxbcdt = self.in_proj(u.to(self.in_proj.weight.dtype))  # [b, l, d_in_proj]
-        # causal-conv1d's kernel, when requested, is CUDA's
-        ops = mamba2_native.kernels("Mamba2 causal conv and reversed direction", zxbcdt,
-                                    *self.mamba_scans.parameters()) if self.backend != "kernel" else None
+        ops = self.cpu_kernels(zxbcdt)
         if ops is not None:
             forward, backward = self.mamba_scans
             out = forward.forward_native(zxbcdt, ops, self.backend)  # [b, l, d_inner]
@@ -267,6 +272,18 @@ class BiMamba2(nn.Module):
         zxbcdt = zxbcdt.flip(1)  # the unflipped projection is dropped before the second scan (peak memory)
         backward = self.mamba_scans[1](zxbcdt, self.backend).flip(1)
         return self.out_proj(forward + backward)
+
+    def cpu_kernels(self, zxbcdt: Tensor):
+        """torch.ops.mamba2_cpu if its conv and norm kernels can run this block on zxbcdt, else None (logged)."""
+        what = "Mamba2 causal conv and reversed direction"
+        if self.backend == "kernel":  # causal-conv1d's kernel, requested, is CUDA's
+            return None
+        taps = self.mamba_scans[0].conv1d.kernel_size[0]
+        if taps > CPU_CONV_MAX_TAPS:
+            log_choice("model.mamba2", f"{what}: PyTorch (d_conv {taps}: the CPU kernel takes 1 to "
+                                       f"{CPU_CONV_MAX_TAPS} taps)")
+            return None
+        return mamba2_native.kernels(what, zxbcdt, *self.mamba_scans.parameters())
 
 
 class Mamba2Block(nn.Module):

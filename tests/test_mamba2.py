@@ -326,3 +326,20 @@ def test_bimamba_native_path_matches_the_pytorch_path(dtype, preset_name, width,
     else:
         assert relative_error(native, torch_path) < 1e-2  # both about 6e-3 from float32
         assert relative_error(native, reference) <= 1.05 * relative_error(torch_path, reference)
+
+
+def test_bimamba_with_more_taps_than_the_cpu_kernel_runs_pytorch(caplog, monkeypatch):
+    monkeypatch.setattr(fast_path, "_reported", set())
+    cfg = MambaConfig(d_state=8, headdim=4, d_conv=mamba2.CPU_CONV_MAX_TAPS + 1, chunk_size=16, cpu_chunk_size=8)
+    torch.manual_seed(0)
+    layer = BiMamba2(16, cfg)
+    randomize(layer)
+    u = torch.randn(2, 13, 16)
+    with caplog.at_level(logging.INFO, logger="model.mamba2"), torch.no_grad():
+        zxbcdt = layer.in_proj(u)
+        fwd = naive_direction(layer.mamba_scans[0], zxbcdt, cfg)
+        bwd = naive_direction(layer.mamba_scans[1], zxbcdt.flip(1), cfg).flip(1)
+        torch.testing.assert_close(layer(u).double(), (fwd + bwd) @ layer.out_proj.weight.double().T,
+                                   rtol=1e-4, atol=1e-5)
+    messages = [r.getMessage() for r in caplog.records if r.name == "model.mamba2"]
+    assert "Mamba2 causal conv and reversed direction: PyTorch (d_conv 5: the CPU kernel takes 1 to 4 taps)" in messages

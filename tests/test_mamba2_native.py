@@ -169,13 +169,25 @@ def test_the_twins_run_when_gradients_are_needed_or_the_dtype_is_other(caplog, m
 CONV_SPLITS = [(64, 16, 16), (128, 64, 64), (512, 256, 256), (13, 5, 5)]
 
 
-def conv_inputs(dtype, b, l, splits, seed=0):
+def conv_inputs(dtype, b, l, splits, taps=4, seed=0):
     """xbc as a block hands it over: a slice of a wider projection (strided rows), with weights [D, K]."""
     gen = torch.Generator().manual_seed(seed)
     d = sum(splits)
     wide = torch.randn(b, l, d + 2 * d // 3 + 7, generator=gen).to(dtype)
     xbc = wide[..., d // 3 + 3:d // 3 + 3 + d]
-    return xbc, torch.randn(d, 4, generator=gen) * 0.5, torch.randn(d, generator=gen) * 0.5
+    return xbc, torch.randn(d, taps, generator=gen) * 0.5, torch.randn(d, generator=gen) * 0.5
+
+
+def conv_formula(xbc, weight, bias):
+    """float64 silu(bias + sum_k weight[:, k] * x[t - K + 1 + k]), zero before the start; and the sum
+    of its terms' magnitudes, which bounds the float32 accumulation's error."""
+    b, l, d = xbc.shape
+    k = weight.shape[1]
+    x = F.pad(xbc.double().transpose(1, 2), (k - 1, 0))  # [b, D, K - 1 + l]
+    terms = [weight[:, j].double()[:, None] * x[..., j:j + l] for j in range(k)]
+    pre = (bias.double()[:, None] + sum(terms)).transpose(1, 2)  # [b, l, D]
+    size = (bias.double().abs()[:, None] + sum(t.abs() for t in terms)).transpose(1, 2)
+    return F.silu(pre), size
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -192,18 +204,23 @@ def test_causal_conv_silu_computes_its_formula_and_matches_its_twin(dtype, rever
     got = torch.cat(outs, dim=-1).double()  # [b, l, D]
     scan_order = xbc.flip(1) if reverse else xbc  # the sequence the conv runs over
 
-    # float64: pre[t] = bias + sum_k weight[:, k] * x[t - 3 + k], zero before the start
-    x = F.pad(scan_order.double().transpose(1, 2), (3, 0))  # [b, D, 3 + l]
-    taps = [weight[:, k].double()[:, None] * x[..., k:k + l] for k in range(4)]
-    pre = (bias.double()[:, None] + sum(taps)).transpose(1, 2)  # [b, l, D]
-    size = (bias.double().abs()[:, None] + sum(t.abs() for t in taps)).transpose(1, 2)  # bounds the sum's error
-    want = F.silu(pre)
+    want, size = conv_formula(scan_order, weight, bias)
     assert ((got - want).abs() <= rounding(dtype) * want.abs() + 1e-6 * size).all()
 
     # the twin rounds weight and bias to the input's dtype (bfloat16: one rounding per tap)
     twin = causal_conv1d_ref(scan_order, weight.to(dtype), bias.to(dtype)).double()
     atol = 2.0**-7 * size if dtype == torch.bfloat16 else 1e-6 * size
     assert ((got - twin).abs() <= 2 * rounding(dtype) * twin.abs() + atol).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("taps", [1, 2, 3])
+def test_causal_conv_silu_with_fewer_taps(dtype, reverse, taps):
+    xbc, weight, bias = conv_inputs(dtype, 2, 9, (13, 5, 5), taps)
+    got = torch.cat(ops().causal_conv1d_silu(xbc, weight.t().contiguous(), bias, [13, 5, 5], reverse), dim=-1)
+    want, size = conv_formula(xbc.flip(1) if reverse else xbc, weight, bias)
+    assert ((got.double() - want).abs() <= rounding(dtype) * want.abs() + 1e-6 * size).all()
 
 
 # --- the backward direction's gated RMSNorm, added in reversed order -----------------------------
