@@ -67,15 +67,14 @@ def mamba_bytes(config: ModelConfig, width: int, length: int, act: int = FLOAT) 
     """Bytes alive at the peak of a bidirectional Mamba2 block (model/mamba2.py) over `length` tokens,
     with the branch's activations `act` bytes each (2 in bfloat16) and the residual stream float32.
 
-    Throughout the backward direction: the residual and its norm, the (flipped) input projection, the
-    forward direction's output. Then the larger of the causal convolution (its input copied to one
-    layout, the padded output; then that output and its SiLU) and the scan (model/ssd.py): the
-    convolved x/B/C, float32 step sizes, contiguous B and C, the outputs of the slabs before, and one
-    slab's float32 cumulative decays and chunk intermediates, all alive when its outputs are summed:
-    the inputs scaled by the step (as read within the chunk and as left in its final state), the
-    q x q scores per head, their product, the states each chunk produces and receives (d_state x
-    inner per chunk), their readout and the slab's output. When the sequence takes several slabs,
-    the concatenation of their outputs can be the larger.
+    Throughout the backward direction: the residual and its norm, the input projection (read in place
+    by both directions), the forward direction's output. Then the scan (model/ssd.py): the convolved
+    x/B/C (contiguous, written by the native conv), float32 step sizes, the outputs of the slabs
+    before, and one slab's float32 cumulative decays and chunk intermediates, all alive when its
+    outputs are summed: the inputs scaled by the step (as read within the chunk and as left in its
+    final state), the q x q scores per head, their product, the states each chunk produces and
+    receives (d_state x inner per chunk), their readout and the slab's output. When the sequence
+    takes several slabs, the concatenation of their outputs can be the larger.
     """
     m = config.mamba
     inner = m.expand * width
@@ -83,7 +82,7 @@ def mamba_bytes(config: ModelConfig, width: int, length: int, act: int = FLOAT) 
     conv = inner + 2 * m.ngroups * m.d_state
     projection = 2 * inner + 2 * m.ngroups * m.d_state + heads
     held = length * (2 * FLOAT * width + act * (projection + inner))
-    inputs = length * (act * (conv + 2 * m.ngroups * m.d_state) + FLOAT * heads)
+    inputs = length * (act * conv + FLOAT * heads)
 
     def in_slab(before: int, tokens: int, chunk: int) -> int:
         """A slab of `tokens` in chunks of `chunk`, after `before` tokens' outputs."""
@@ -101,7 +100,7 @@ def mamba_bytes(config: ModelConfig, width: int, length: int, act: int = FLOAT) 
         slabs.append(in_slab(whole, length - whole, length - whole))
     several = length > slab or whole < length  # the slabs' outputs are concatenated
     scan = inputs + max(*slabs, 2 * act * inner * length if several else 0)
-    return held + max(2 * act * conv * length, scan)
+    return held + scan
 
 
 def transformer_bytes(config: ModelConfig, width: int, act: int = FLOAT) -> int:

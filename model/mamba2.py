@@ -77,6 +77,16 @@ def conv_kernel_blocker(available: bool, device_type: str, capability: tuple[int
     return None
 
 
+def cpu_conv_blocker(backend: str, width: int) -> str | None:
+    """Why a block's conv of `width` taps does not take the native CPU kernel (csrc/mamba2_conv.cpp);
+    None if it does, given CPU float32 / bfloat16 tensors without gradients (mamba2_native.kernels)."""
+    if backend != "auto":
+        return "requested" if backend == "torch" else "causal-conv1d's CUDA kernel requested"
+    if width > CPU_CONV_MAX_TAPS:
+        return f"d_conv {width}: the CPU kernel takes 1 to {CPU_CONV_MAX_TAPS} taps"
+    return None
+
+
 def kernel_layout_blocker(x: Tensor) -> str | None:
     """Why causal_conv1d_fn would reject (or misread) x [b, d, l] as laid out; None if it takes it as is.
 
@@ -196,7 +206,7 @@ class ScanDirection(nn.Module):
         x, B, C = xbc.split(self.conv_splits, dim=-1)
         return self.norm(self.scan(x, dt, B, C, backend), z)  # [b, l, d_inner]
 
-    def forward_native(self, zxbcdt: Tensor, ops, backend: str, out: Tensor | None = None) -> Tensor:
+    def forward_native(self, zxbcdt: Tensor, ops, out: Tensor | None = None) -> Tensor:
         """`forward` on the CPU kernels (no gradients), reading zxbcdt in place.
 
         out None: the forward direction; returns its output [b, l, d_inner]. Otherwise the backward
@@ -208,7 +218,7 @@ class ScanDirection(nn.Module):
         z, xbc, dt = self.split(zxbcdt)
         x, B, C = ops.causal_conv1d_silu(xbc, self.conv1d.weight[:, 0].t().float().contiguous(),
                                          self.conv1d.bias.float(), self.conv_splits, reverse)  # [b, l, *] each
-        y = self.scan(x, dt.flip(1) if reverse else dt, B, C, backend)  # [b, l, d_inner], in scan order
+        y = self.scan(x, dt.flip(1) if reverse else dt, B, C, "auto")  # [b, l, d_inner], in scan order
         if not reverse:
             return self.norm(y, z)
         ops.gated_rms_norm_add_reversed(out, y, z, self.norm.weight.float().contiguous(), self.norm.groups,
@@ -266,24 +276,22 @@ class BiMamba2(nn.Module):
         ops = self.cpu_kernels(zxbcdt)
         if ops is not None:
             forward, backward = self.mamba_scans
-            out = forward.forward_native(zxbcdt, ops, self.backend)  # [b, l, d_inner]
-            return self.out_proj(backward.forward_native(zxbcdt, ops, self.backend, out=out))
+            out = forward.forward_native(zxbcdt, ops)  # [b, l, d_inner]
+            return self.out_proj(backward.forward_native(zxbcdt, ops, out=out))
         forward = self.mamba_scans[0](zxbcdt, self.backend)
         zxbcdt = zxbcdt.flip(1)  # the unflipped projection is dropped before the second scan (peak memory)
         backward = self.mamba_scans[1](zxbcdt, self.backend).flip(1)
         return self.out_proj(forward + backward)
 
     def cpu_kernels(self, zxbcdt: Tensor):
-        """torch.ops.mamba2_cpu if its conv and norm kernels can run this block on zxbcdt, else None (logged)."""
-        what = "Mamba2 causal conv and reversed direction"
-        if self.backend == "kernel":  # causal-conv1d's kernel, requested, is CUDA's
-            return None
-        taps = self.mamba_scans[0].conv1d.kernel_size[0]
-        if taps > CPU_CONV_MAX_TAPS:
-            log_choice("model.mamba2", f"{what}: PyTorch (d_conv {taps}: the CPU kernel takes 1 to "
-                                       f"{CPU_CONV_MAX_TAPS} taps)")
-            return None
-        return mamba2_native.kernels(what, zxbcdt, *self.mamba_scans.parameters())
+        """torch.ops.mamba2_cpu if its conv and norm kernels can run this block on zxbcdt, else None
+        (logged as the conv's choice: `causal_conv1d` then logs the path it takes)."""
+        blocker = cpu_conv_blocker(self.backend, self.mamba_scans[0].conv1d.kernel_size[0])
+        if blocker is None:
+            return mamba2_native.kernels("causal conv1d", zxbcdt, *self.mamba_scans.parameters())
+        if self.backend == "auto":  # (a backend requested is logged as such by causal_conv1d)
+            log_choice("model.mamba2", f"causal conv1d: native CPU kernel not used ({blocker})")
+        return None
 
 
 class Mamba2Block(nn.Module):
