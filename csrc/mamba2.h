@@ -8,8 +8,12 @@
 #include <ATen/core/Tensor.h>
 
 #include <bit>
+#include <cmath>
 #include <cstdint>
 #include <tuple>
+#include <vector>
+
+#include "simd.h"
 
 namespace mamba2 {
 
@@ -25,6 +29,12 @@ void chunk_outputs(const at::Tensor& y_diag, const at::Tensor& y_off, const at::
 // mamba2_gated_norm.cpp
 at::Tensor gated_rms_norm(const at::Tensor& y, const at::Tensor& z, const at::Tensor& weight, int64_t groups,
                           double eps);
+void gated_rms_norm_add_reversed(at::Tensor& out, const at::Tensor& y, const at::Tensor& z, const at::Tensor& weight,
+                                 int64_t groups, double eps);
+
+// mamba2_conv.cpp
+std::vector<at::Tensor> causal_conv1d_silu(const at::Tensor& xbc, const at::Tensor& weight, const at::Tensor& bias,
+                                           at::IntArrayRef splits, bool reverse);
 
 // Storage of float32 / bfloat16 values as raw bits, so the loops over them vectorise.
 inline float widen(float v) { return v; }
@@ -37,6 +47,14 @@ inline void narrow(float x, uint16_t* out) {
   const uint32_t rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
   const bool nan = (bits & 0x7fffffffu) > 0x7f800000u;
   *out = static_cast<uint16_t>(nan ? 0x7fc0u : rounded);
+}
+
+// z * sigmoid(z), with sigmoid from e = exp(-|z|) in (0, 1]: 1 / (1 + e) for z >= 0, e / (1 + e) below.
+// exp_neg is under one float ulp, so this matches F.silu to float32 rounding, not bit for bit.
+template <bool kFma>
+inline float silu(float z) {
+  const float e = splat::exp_neg<kFma>(-std::fabs(z));
+  return z * splat::select(z >= 0.f, 1.f, e) / (1.f + e);
 }
 
 }  // namespace mamba2

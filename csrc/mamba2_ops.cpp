@@ -10,4 +10,7 @@ TORCH_LIBRARY(mamba2_cpu, m) {
   m.def("chunk_outputs(Tensor y_diag, Tensor y_off, Tensor a, Tensor x, Tensor D, Tensor(a!) y) -> ()",
         &mamba2::chunk_outputs);
   m.def("gated_rms_norm", &mamba2::gated_rms_norm);
+  m.def("gated_rms_norm_add_reversed(Tensor(a!) out, Tensor y, Tensor z, Tensor weight, int groups, float eps) -> ()",
+        &mamba2::gated_rms_norm_add_reversed);
+  m.def("causal_conv1d_silu", &mamba2::causal_conv1d_silu);
 }

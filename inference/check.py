@@ -97,15 +97,18 @@ def paths(model: LongLRM, device: torch.device, precision: Precision) -> list[tu
     for width, blocks in mamba.items():
         layer = blocks[0].mamba
         scan = layer.mamba_scans[0]
+        operation = (f"causal conv1d, width {width}, {_count(len(blocks), 'block')}, "
+                     f"in_proj width {layer.in_proj.out_features}")
+        if device.type == "cpu" and mamba2.cpu_conv_blocker(config.mamba_backend, scan.conv1d.kernel_size[0]) is None:
+            out.append((operation, "native CPU kernel"))  # model.mamba2.BiMamba2.cpu_kernels, without gradients
+            continue
         blocker = "requested" if config.mamba_backend == "torch" else mamba2.conv_kernel_blocker(
             mamba2.causal_conv1d_fn is not None, device.type, capability, scan.conv1d.kernel_size[0], dtype)
         kernel = "causal-conv1d CUDA kernel"
         if blocker is None:
             copied = mamba2.kernel_layout_blocker(_conv_input(layer, dtype).transpose(1, 2))
             kernel += f", its input copied on each call ({copied})" if copied else ", in_proj slice passed as is"
-        out.append((f"causal conv1d, width {width}, {_count(len(blocks), 'block')}, "
-                    f"in_proj width {layer.in_proj.out_features}",
-                    _path(blocker, kernel, "PyTorch depthwise convolution (oneDNN)", config.mamba_backend)))
+        out.append((operation, _path(blocker, kernel, "PyTorch depthwise convolution (oneDNN)", config.mamba_backend)))
     for width, blocks in attention.items():
         head_dim = blocks[0].attn.head_dim
         blocker = "requested" if config.attention_backend == "sdpa" else transformer.flash_blocker(

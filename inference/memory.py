@@ -67,15 +67,13 @@ def mamba_bytes(config: ModelConfig, width: int, length: int, act: int = FLOAT) 
     """Bytes alive at the peak of a bidirectional Mamba2 block (model/mamba2.py) over `length` tokens,
     with the branch's activations `act` bytes each (2 in bfloat16) and the residual stream float32.
 
-    Throughout the backward direction: the residual and its norm, the (flipped) input projection, the
-    forward direction's output. Then the larger of the causal convolution (its input copied to one
-    layout, the padded output; then that output and its SiLU) and the scan (model/ssd.py): the
-    convolved x/B/C, float32 step sizes, contiguous B and C, the scan's whole output (allocated first,
-    each slab writes its part), and one slab's float32 cumulative decays and chunk intermediates, all
-    alive when its outputs are written: the inputs scaled by the step (as read within the chunk and as
-    left in its final state), the q x q scores per head, their product, the states each chunk produces
-    and receives (d_state x inner per chunk) and their readout. Or the gated norm: the scan's output
-    and the norm's, the convolved x/B/C still held.
+    Throughout the backward direction: the residual and its norm, the input projection (read in place
+    by both directions), the forward direction's output. Then the scan (model/ssd.py): the convolved
+    x/B/C (contiguous, written by the native conv), float32 step sizes, the scan's whole output
+    (allocated first, each slab writes its part), and one slab's float32 cumulative decays and chunk
+    intermediates, all alive when its outputs are written: the inputs scaled by the step (as read
+    within the chunk and as left in its final state), the q x q scores per head, their product, the
+    states each chunk produces and receives (d_state x inner per chunk) and their readout.
     """
     m = config.mamba
     inner = m.expand * width
@@ -83,7 +81,7 @@ def mamba_bytes(config: ModelConfig, width: int, length: int, act: int = FLOAT) 
     conv = inner + 2 * m.ngroups * m.d_state
     projection = 2 * inner + 2 * m.ngroups * m.d_state + heads
     held = length * (2 * FLOAT * width + act * (projection + inner))
-    inputs = length * (act * (conv + 2 * m.ngroups * m.d_state) + FLOAT * heads)
+    inputs = length * (act * conv + FLOAT * heads)
 
     def in_slab(tokens: int, chunk: int) -> int:
         """A slab of `tokens` in chunks of `chunk`."""
@@ -96,9 +94,7 @@ def mamba_bytes(config: ModelConfig, width: int, length: int, act: int = FLOAT) 
     whole = length - length % q
     slab = max(1, _SLAB_ELEMENTS // (inner * max(m.d_state, q))) * q
     slabs = [in_slab(min(slab, whole), q)] + ([in_slab(length - whole, length - whole)] if whole < length else [])
-    scan = inputs + act * inner * length + max(slabs)
-    norm = act * (conv + 2 * inner) * length  # the convolved x/B/C still held, the scan's output and the norm's
-    return held + max(2 * act * conv * length, scan, norm)
+    return held + inputs + act * inner * length + max(slabs)
 
 
 def transformer_bytes(config: ModelConfig, width: int, act: int = FLOAT) -> int:

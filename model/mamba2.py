@@ -52,6 +52,8 @@ CONV_KERNEL_WIDTHS = (2, 3, 4)
 CONV_KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 CONV_KERNEL_MIN_CAPABILITY = (7, 5)
 _KERNEL_INDEX_LIMIT = 2**32
+# Taps of the native CPU conv (csrc/mamba2_conv.cpp, kMaxTaps: one register accumulation per tap count)
+CPU_CONV_MAX_TAPS = 4
 
 
 def conv_kernel_blocker(available: bool, device_type: str, capability: tuple[int, int] | None, width: int,
@@ -72,6 +74,16 @@ def conv_kernel_blocker(available: bool, device_type: str, capability: tuple[int
         return f"d_conv {width}: the kernel takes 2 to 4 taps"
     if dtype not in CONV_KERNEL_DTYPES:
         return f"{str(dtype).removeprefix('torch.')} inputs: the kernel takes float32, float16 or bfloat16"
+    return None
+
+
+def cpu_conv_blocker(backend: str, width: int) -> str | None:
+    """Why a block's conv of `width` taps does not take the native CPU kernel (csrc/mamba2_conv.cpp);
+    None if it does, given CPU float32 / bfloat16 tensors without gradients (mamba2_native.kernels)."""
+    if backend != "auto":
+        return "requested" if backend == "torch" else "causal-conv1d's CUDA kernel requested"
+    if width > CPU_CONV_MAX_TAPS:
+        return f"d_conv {width}: the CPU kernel takes 1 to {CPU_CONV_MAX_TAPS} taps"
     return None
 
 
@@ -188,12 +200,44 @@ class ScanDirection(nn.Module):
 
     def forward(self, zxbcdt: Tensor, backend: str = "auto") -> Tensor:
         # zxbcdt [b, l, 2*d_inner + 2*G*N + H] -> [b, l, d_inner]
-        cfg, gn = self.cfg, self.cfg.ngroups * self.cfg.d_state
-        z, xbc, dt = zxbcdt.split([self.d_inner, self.d_inner + 2 * gn, self.nheads], dim=-1)
+        z, xbc, dt = self.split(zxbcdt)
         weight, bias = self.conv1d.weight[:, 0].to(xbc.dtype), self.conv1d.bias.to(xbc.dtype)
         xbc = causal_conv1d(xbc, weight, bias, backend)  # [b, l, d_inner + 2*G*N]
-        x, B, C = xbc.split([self.d_inner, gn, gn], dim=-1)
-        y = ssd.scan(
+        x, B, C = xbc.split(self.conv_splits, dim=-1)
+        return self.norm(self.scan(x, dt, B, C, backend), z)  # [b, l, d_inner]
+
+    def forward_native(self, zxbcdt: Tensor, ops, out: Tensor | None = None) -> Tensor:
+        """`forward` on the CPU kernels (no gradients), reading zxbcdt in place.
+
+        out None: the forward direction; returns its output [b, l, d_inner]. Otherwise the backward
+        direction, over the reversed sequence without reversing any copy of it: the conv writes x, B
+        and C in scan order, dt alone is flipped (H values per token), and the norm adds each
+        token's output to its row of out (the forward direction's), which it returns.
+        """
+        reverse = out is not None
+        z, xbc, dt = self.split(zxbcdt)
+        x, B, C = ops.causal_conv1d_silu(xbc, self.conv1d.weight[:, 0].t().float().contiguous(),
+                                         self.conv1d.bias.float(), self.conv_splits, reverse)  # [b, l, *] each
+        y = self.scan(x, dt.flip(1) if reverse else dt, B, C, "auto")  # [b, l, d_inner], in scan order
+        if not reverse:
+            return self.norm(y, z)
+        ops.gated_rms_norm_add_reversed(out, y, z, self.norm.weight.float().contiguous(), self.norm.groups,
+                                        self.norm.eps)
+        return out
+
+    @property
+    def conv_splits(self) -> list[int]:
+        gn = self.cfg.ngroups * self.cfg.d_state
+        return [self.d_inner, gn, gn]  # x, B, C
+
+    def split(self, zxbcdt: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        # zxbcdt [b, l, 2*d_inner + 2*G*N + H] -> views z [b, l, d_inner], xbc [b, l, d_inner + 2*G*N], dt [b, l, H]
+        return zxbcdt.split([self.d_inner, sum(self.conv_splits), self.nheads], dim=-1)
+
+    def scan(self, x: Tensor, dt: Tensor, B: Tensor, C: Tensor, backend: str) -> Tensor:
+        # x [b, l, d_inner], dt [b, l, H], B and C [b, l, G*N] -> y [b, l, d_inner]
+        cfg = self.cfg
+        return ssd.scan(
             x.unflatten(-1, (self.nheads, cfg.headdim)),  # [b, l, H, P]
             dt,  # [b, l, H]
             -torch.exp(self.A_log.float()),  # [H]
@@ -205,12 +249,16 @@ class ScanDirection(nn.Module):
             dt_softplus=True,
             torch_chunk_size=cfg.cpu_chunk_size,
             backend=backend,
-        )
-        return self.norm(y.flatten(-2), z)  # [b, l, d_inner]
+        ).flatten(-2)
 
 
 class BiMamba2(nn.Module):
-    """Shared in_proj -> forward scan + flipped backward scan -> sum -> shared out_proj."""
+    """Shared in_proj -> forward scan + flipped backward scan -> sum -> shared out_proj.
+
+    Without gradients on CPU, native kernels read the projection in place for both directions
+    (`ScanDirection.forward_native`): no flipped copies, and the sum happens in the backward
+    direction's norm. Otherwise (training, CUDA) the PyTorch / CUDA-kernel code below runs.
+    """
 
     def __init__(self, d_model: int, cfg: MambaConfig, backend: str = "auto"):
         super().__init__()
@@ -225,10 +273,25 @@ class BiMamba2(nn.Module):
     def forward(self, u: Tensor) -> Tensor:
         # u [b, l, d_model]
         zxbcdt = self.in_proj(u.to(self.in_proj.weight.dtype))  # [b, l, d_in_proj]
+        ops = self.cpu_kernels(zxbcdt)
+        if ops is not None:
+            forward, backward = self.mamba_scans
+            out = forward.forward_native(zxbcdt, ops)  # [b, l, d_inner]
+            return self.out_proj(backward.forward_native(zxbcdt, ops, out=out))
         forward = self.mamba_scans[0](zxbcdt, self.backend)
         zxbcdt = zxbcdt.flip(1)  # the unflipped projection is dropped before the second scan (peak memory)
         backward = self.mamba_scans[1](zxbcdt, self.backend).flip(1)
         return self.out_proj(forward + backward)
+
+    def cpu_kernels(self, zxbcdt: Tensor):
+        """torch.ops.mamba2_cpu if its conv and norm kernels can run this block on zxbcdt, else None
+        (logged as the conv's choice: `causal_conv1d` then logs the path it takes)."""
+        blocker = cpu_conv_blocker(self.backend, self.mamba_scans[0].conv1d.kernel_size[0])
+        if blocker is None:
+            return mamba2_native.kernels("causal conv1d", zxbcdt, *self.mamba_scans.parameters())
+        if self.backend == "auto":  # (a backend requested is logged as such by causal_conv1d)
+            log_choice("model.mamba2", f"causal conv1d: native CPU kernel not used ({blocker})")
+        return None
 
 
 class Mamba2Block(nn.Module):

@@ -1,10 +1,10 @@
 """The Mamba2 CPU kernels of csrc/ (mamba2_*.cpp): compiled on first use, chosen per call, logged once.
 
-They do the elementwise parts of a Mamba2 block (around the scan's matmuls, its state passing, the
-gated RMSNorm) in one pass each, where PyTorch makes several tensor-wide passes; the matmuls stay
-with oneDNN. They have
-no backward: whenever a gradient is needed, or the tensors are not CPU float32 / bfloat16 ones, the
-PyTorch twin next to each call runs instead (the twins are also the tests' oracles).
+They do the elementwise parts of a Mamba2 block (the causal conv, around the scan's matmuls, its
+state passing, the gated RMSNorm) in one pass each, where PyTorch makes several tensor-wide passes;
+the matmuls stay with oneDNN. They have no backward: whenever a gradient is needed, or the tensors
+are not CPU float32 / bfloat16 ones, the PyTorch twin next to each call runs instead (the twins are
+also the tests' oracles).
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from torch import Tensor
 from model.fast_path import log_choice
 from model.native_build import load_library
 
-SOURCES = ("mamba2_chunk.cpp", "mamba2_state_passing.cpp", "mamba2_gated_norm.cpp", "mamba2_ops.cpp")
+SOURCES = ("mamba2_chunk.cpp", "mamba2_state_passing.cpp", "mamba2_gated_norm.cpp", "mamba2_conv.cpp",
+           "mamba2_ops.cpp")
 HEADERS = ("mamba2.h", "simd.h")
 # The rasterizer's flags: FMA only where the code asks for it (the state passing then rounds as
 # torch.addcmul does, bit for bit), OpenMP for at::parallel_for.

@@ -295,3 +295,51 @@ def test_mamba2_block_kernels_match_pytorch_path(preset_name, width, in_proj_wid
             y_bf16 = block(x).float()
         errors.append(relative_error(y_bf16, outputs[1]))
     assert errors[0] <= 2 * errors[1] + 1e-3, errors
+
+
+# --- the CPU kernels' path (no gradients) against the PyTorch path (gradients) ----------------------
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("preset_name, width", [("tiny", 32), ("small", 64), ("tiny", 64), ("paper", 256)])
+def test_bimamba_native_path_matches_the_pytorch_path(dtype, preset_name, width, caplog, monkeypatch):
+    """Without gradients a CPU block convolves both directions natively (reading the projection in
+    place, the backward direction reversed) and sums them inside the norm; with gradients it runs
+    the PyTorch code that training uses. Same block, same input: float32 agrees to rounding; in
+    bfloat16 (matmul weights as set_precision converts them) the native path is no further from the
+    float32 network than the PyTorch path is."""
+    monkeypatch.setattr(fast_path, "_reported", set())
+    torch.manual_seed(0)
+    layer = BiMamba2(width, PRESETS[preset_name].mamba)
+    randomize(layer)
+    u = torch.randn(3, 77, width)  # b > 1, a partial last chunk
+    with caplog.at_level(logging.INFO, logger="model.mamba2"):
+        reference = layer(u).detach()  # float32; parameters require gradients: the PyTorch path
+        layer.in_proj.to(dtype), layer.out_proj.to(dtype)
+        torch_path = layer(u).detach().float()
+        with torch.no_grad():
+            native = layer(u).float()
+    messages = [r.getMessage() for r in caplog.records if r.name == "model.mamba2"]
+    assert "causal conv1d: PyTorch (gradients needed)" in messages
+    assert "causal conv1d: native CPU kernel" in messages
+    if dtype == torch.float32:
+        torch.testing.assert_close(native, torch_path, rtol=1e-5, atol=1e-5)
+    else:
+        assert relative_error(native, torch_path) < 1e-2  # both about 6e-3 from float32
+        assert relative_error(native, reference) <= 1.05 * relative_error(torch_path, reference)
+
+
+def test_bimamba_with_more_taps_than_the_cpu_kernel_runs_pytorch(caplog, monkeypatch):
+    monkeypatch.setattr(fast_path, "_reported", set())
+    cfg = MambaConfig(d_state=8, headdim=4, d_conv=mamba2.CPU_CONV_MAX_TAPS + 1, chunk_size=16, cpu_chunk_size=8)
+    torch.manual_seed(0)
+    layer = BiMamba2(16, cfg)
+    randomize(layer)
+    u = torch.randn(2, 13, 16)
+    with caplog.at_level(logging.INFO, logger="model.mamba2"), torch.no_grad():
+        zxbcdt = layer.in_proj(u)
+        fwd = naive_direction(layer.mamba_scans[0], zxbcdt, cfg)
+        bwd = naive_direction(layer.mamba_scans[1], zxbcdt.flip(1), cfg).flip(1)
+        torch.testing.assert_close(layer(u).double(), (fwd + bwd) @ layer.out_proj.weight.double().T,
+                                   rtol=1e-4, atol=1e-5)
+    messages = [r.getMessage() for r in caplog.records if r.name == "model.mamba2"]
+    assert "causal conv1d: native CPU kernel not used (d_conv 5: the CPU kernel takes 1 to 4 taps)" in messages

@@ -167,3 +167,91 @@ def test_the_twins_run_when_gradients_are_needed_or_the_dtype_is_other(caplog, m
     messages = [r.getMessage() for r in caplog.records if r.name == "model.mamba2"]
     assert messages == ["stage: native CPU kernel", "stage: PyTorch (gradients needed)",
                         "stage: PyTorch (cpu torch.float64 tensors)", "stage: PyTorch (native kernels unavailable)"]
+
+
+# --- the causal conv + SiLU, forwards and over the reversed sequence -----------------------------
+
+# (x, B, C) widths: the `tiny` and `small` first-stage blocks (in_proj 164 and 388 wide), `paper`'s
+# narrower block, and widths that are no multiple of 8 or of the kernel's vector length.
+CONV_SPLITS = [(64, 16, 16), (128, 64, 64), (512, 256, 256), (13, 5, 5)]
+
+
+def conv_inputs(dtype, b, l, splits, taps=4, seed=0):
+    """xbc as a block hands it over: a slice of a wider projection (strided rows), with weights [D, K]."""
+    gen = torch.Generator().manual_seed(seed)
+    d = sum(splits)
+    wide = torch.randn(b, l, d + 2 * d // 3 + 7, generator=gen).to(dtype)
+    xbc = wide[..., d // 3 + 3:d // 3 + 3 + d]
+    return xbc, torch.randn(d, taps, generator=gen) * 0.5, torch.randn(d, generator=gen) * 0.5
+
+
+def conv_formula(xbc, weight, bias):
+    """float64 silu(bias + sum_k weight[:, k] * x[t - K + 1 + k]), zero before the start; and the sum
+    of its terms' magnitudes, which bounds the float32 accumulation's error."""
+    b, l, d = xbc.shape
+    k = weight.shape[1]
+    x = F.pad(xbc.double().transpose(1, 2), (k - 1, 0))  # [b, D, K - 1 + l]
+    terms = [weight[:, j].double()[:, None] * x[..., j:j + l] for j in range(k)]
+    pre = (bias.double()[:, None] + sum(terms)).transpose(1, 2)  # [b, l, D]
+    size = (bias.double().abs()[:, None] + sum(t.abs() for t in terms)).transpose(1, 2)
+    return F.silu(pre), size
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("splits", CONV_SPLITS)
+@pytest.mark.parametrize("b, l", [(1, 1), (2, 3), (3, 37)])  # l = 1 and l < d_conv: taps read the zero padding
+def test_causal_conv_silu_computes_its_formula_and_matches_its_twin(dtype, reverse, splits, b, l):
+    from model.mamba2 import causal_conv1d_ref
+
+    xbc, weight, bias = conv_inputs(dtype, b, l, splits, seed=l)
+    outs = ops().causal_conv1d_silu(xbc, weight.t().contiguous(), bias, list(splits), reverse)
+    assert [tuple(o.shape) for o in outs] == [(b, l, w) for w in splits]
+    assert all(o.dtype == dtype and o.is_contiguous() for o in outs)
+    got = torch.cat(outs, dim=-1).double()  # [b, l, D]
+    scan_order = xbc.flip(1) if reverse else xbc  # the sequence the conv runs over
+
+    want, size = conv_formula(scan_order, weight, bias)
+    assert ((got - want).abs() <= rounding(dtype) * want.abs() + 1e-6 * size).all()
+
+    # the twin rounds weight and bias to the input's dtype (bfloat16: one rounding per tap)
+    twin = causal_conv1d_ref(scan_order, weight.to(dtype), bias.to(dtype)).double()
+    atol = 2.0**-7 * size if dtype == torch.bfloat16 else 1e-6 * size
+    assert ((got - twin).abs() <= 2 * rounding(dtype) * twin.abs() + atol).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("taps", [1, 2, 3])
+def test_causal_conv_silu_with_fewer_taps(dtype, reverse, taps):
+    xbc, weight, bias = conv_inputs(dtype, 2, 9, (13, 5, 5), taps)
+    got = torch.cat(ops().causal_conv1d_silu(xbc, weight.t().contiguous(), bias, [13, 5, 5], reverse), dim=-1)
+    want, size = conv_formula(xbc.flip(1) if reverse else xbc, weight, bias)
+    assert ((got.double() - want).abs() <= rounding(dtype) * want.abs() + 1e-6 * size).all()
+
+
+# --- the backward direction's gated RMSNorm, added in reversed order -----------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize("b, l", [(1, 1), (3, 10)])
+def test_gated_rms_norm_add_reversed_computes_its_formula(dtype, groups, b, l):
+    gen = torch.Generator().manual_seed(groups + l)
+    norm = GatedRMSNorm(26, groups)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5, generator=gen)
+    zxy = (torch.randn(b, l, 60, generator=gen) * 3).to(dtype)
+    z = zxy[..., 5:31]  # strided rows in the sequence's order, as the input projection's slice
+    y = (torch.randn(b, l, 26, generator=gen) * 2).to(dtype)  # contiguous, in the reversed sequence's order
+    out = torch.randn(b, l, 26, generator=gen).to(dtype)  # the forward direction's output
+    before = out.clone()
+    ops().gated_rms_norm_add_reversed(out, y, z, norm.weight.float().contiguous(), groups, norm.eps)
+
+    h = (y.flip(1).double() * F.silu(z.double())).unflatten(-1, (groups, -1))  # token order
+    normed = (h / torch.sqrt(h.square().mean(-1, keepdim=True) + norm.eps)).flatten(-2) * norm.weight.double()
+    want = before.double() + normed
+    bound = rounding(dtype) * (before.double().abs() + normed.abs()) + 1e-6
+    assert out.dtype == dtype and ((out.double() - want).abs() <= bound).all()
+    with torch.no_grad():
+        twin = before.double() + norm.forward_ref(y.flip(1), z).double()  # the twin rounds twice
+    assert ((out.double() - twin).abs() <= 2 * bound).all()
