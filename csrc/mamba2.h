@@ -26,6 +26,12 @@ at::Tensor chunk_outputs(const at::Tensor& y_diag, const at::Tensor& y_off, cons
 at::Tensor gated_rms_norm(const at::Tensor& y, const at::Tensor& z, const at::Tensor& weight, int64_t groups,
                           double eps);
 
+// norms.cpp
+at::Tensor pre_norm(const at::Tensor& x, const at::Tensor& weight, double eps, bool center, at::ScalarType dtype);
+std::tuple<at::Tensor, at::Tensor> add_pre_norm(const at::Tensor& x, const at::Tensor& y, const at::Tensor& weight,
+                                                double eps, bool center, at::ScalarType dtype);
+at::Tensor residual_add(const at::Tensor& x, const at::Tensor& y);
+
 // Storage of float32 / bfloat16 values as raw bits, so the loops over them vectorise.
 inline float widen(float v) { return v; }
 inline float widen(uint16_t v) { return std::bit_cast<float>(static_cast<uint32_t>(v) << 16); }

@@ -9,4 +9,7 @@ TORCH_LIBRARY(mamba2_cpu, m) {
   m.def("chunk_scores", &mamba2::chunk_scores);
   m.def("chunk_outputs", &mamba2::chunk_outputs);
   m.def("gated_rms_norm", &mamba2::gated_rms_norm);
+  m.def("pre_norm", &mamba2::pre_norm);
+  m.def("add_pre_norm", &mamba2::add_pre_norm);
+  m.def("residual_add", &mamba2::residual_add);
 }

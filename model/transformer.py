@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from model.fast_path import cuda_capability, log_choice
+from model.norms import add_pre_norm, pre_norm, residual_add
 
 try:
     from flash_attn import flash_attn_func
@@ -111,7 +112,7 @@ class TransformerBlock(nn.Module):
                 nn.init.normal_(m.weight, std=0.02)
 
     def forward(self, x: Tensor) -> Tensor:
-        # x [B, L, D]
-        # x is the float32 residual stream; the branches compute in their weights' dtype
-        x = x + self.attn(self.norm1(x)).to(x.dtype)
-        return x + self.mlp(self.norm2(x)).to(x.dtype)
+        # x [B, L, D] is the float32 residual stream; the branches compute in their weights' dtype
+        x, h = add_pre_norm(self.norm2, x, self.attn(pre_norm(self.norm1, x, self.attn.qkv.weight.dtype)),
+                            self.mlp.fc1.weight.dtype)
+        return residual_add(x, self.mlp(h))
