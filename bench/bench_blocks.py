@@ -90,6 +90,9 @@ def main() -> None:
     parser.add_argument("--precision", nargs="+", choices=list(PRECISIONS), default=list(PRECISIONS))
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="time CPU seconds of this process (summed over threads) instead of wall time, "
+                             "which other processes on a shared machine inflate")
     parser.add_argument("--profile", action="store_true", help="print a torch.profiler table of one run per case")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -105,17 +108,18 @@ def main() -> None:
                 cases.append((precision, *io_case(dtype)))
             else:
                 cases.extend((precision, *block_case(kind, width, dtype)) for width in args.widths)
-    peaks = {name: matmul_peak(dtype, time.perf_counter) for name, dtype in PRECISIONS.items()}
+    clock = time.process_time if args.cpu_time else time.perf_counter
+    peaks = {name: matmul_peak(dtype, clock) for name, dtype in PRECISIONS.items()}
     best = [float("inf")] * len(cases)
     with torch.inference_mode():
         for _ in range(args.rounds):
             for i, (_, _, step, _) in enumerate(cases):
-                start = time.perf_counter()
+                start = clock()
                 step()
-                best[i] = min(best[i], time.perf_counter() - start)
+                best[i] = min(best[i], clock() - start)
 
-    print(f"{args.threads} threads; matmul peaks measured in this process: fp32 {peaks['fp32'] / 1e9:.0f}, "
-          f"bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s")
+    print(f"{args.threads} threads, {'CPU' if args.cpu_time else 'wall'} time; matmul peaks measured in this process: "
+          f"fp32 {peaks['fp32'] / 1e9:.0f}, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s")
     print(f"command: python {' '.join(sys.argv)}")
     for (precision, name, _, flops), seconds in zip(cases, best):
         rate = flops / seconds

