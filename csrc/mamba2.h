@@ -36,6 +36,12 @@ void gated_rms_norm_add_reversed(at::Tensor& out, const at::Tensor& y, const at:
 std::vector<at::Tensor> causal_conv1d_silu(const at::Tensor& xbc, const at::Tensor& weight, const at::Tensor& bias,
                                            at::IntArrayRef splits, bool reverse);
 
+// norms.cpp
+at::Tensor pre_norm(const at::Tensor& x, const at::Tensor& weight, double eps, bool center, at::ScalarType dtype);
+std::tuple<at::Tensor, at::Tensor> add_pre_norm(const at::Tensor& x, const at::Tensor& y, const at::Tensor& weight,
+                                                double eps, bool center, at::ScalarType dtype);
+at::Tensor residual_add(const at::Tensor& x, const at::Tensor& y);
+
 // Storage of float32 / bfloat16 values as raw bits, so the loops over them vectorise.
 inline float widen(float v) { return v; }
 inline float widen(uint16_t v) { return std::bit_cast<float>(static_cast<uint32_t>(v) << 16); }

@@ -13,4 +13,7 @@ TORCH_LIBRARY(mamba2_cpu, m) {
   m.def("gated_rms_norm_add_reversed(Tensor(a!) out, Tensor y, Tensor z, Tensor weight, int groups, float eps) -> ()",
         &mamba2::gated_rms_norm_add_reversed);
   m.def("causal_conv1d_silu", &mamba2::causal_conv1d_silu);
+  m.def("pre_norm", &mamba2::pre_norm);
+  m.def("add_pre_norm", &mamba2::add_pre_norm);
+  m.def("residual_add", &mamba2::residual_add);
 }

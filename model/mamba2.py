@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from model import mamba2_native, ssd
 from model.config import MambaConfig
 from model.fast_path import cuda_capability, log_choice
+from model.norms import pre_norm, residual_add
 
 try:
     from causal_conv1d import causal_conv1d_fn
@@ -303,5 +304,5 @@ class Mamba2Block(nn.Module):
         self.mamba = BiMamba2(d_model, cfg, backend)
 
     def forward(self, x: Tensor) -> Tensor:
-        # x is the float32 residual stream; the branch computes in its weights' dtype
-        return x + self.mamba(self.norm(x)).to(x.dtype)
+        # x [b, l, d_model] is the float32 residual stream; the branch computes in its weights' dtype
+        return residual_add(x, self.mamba(pre_norm(self.norm, x, self.mamba.in_proj.weight.dtype)))

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from model.fast_path import cuda_capability, log_choice
+from model.norms import add_pre_norm, pre_norm, residual_add
 
 try:
     from flash_attn import flash_attn_func
@@ -70,8 +71,12 @@ def attention(q: Tensor, k: Tensor, v: Tensor, backend: str = "auto") -> Tensor:
     if backend == "flash":
         raise RuntimeError(f"attention backend 'flash' requested but flash-attn cannot run: {blocker}")
     log_choice("model.transformer", f"attention: torch scaled_dot_product_attention ({blocker})")
-    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))  # [B, H, L, d]
-    return out.transpose(1, 2)
+    q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, H, L, d] views
+    if q.device.type == "cpu":
+        # The CPU kernel reads q in place (it packs k and v blocks itself): q's rows contiguous run it
+        # 5-10% faster at the paper's sizes than rows 3*D apart in the qkv projection, for a copy of q.
+        q = q.contiguous()
+    return F.scaled_dot_product_attention(q, k, v).transpose(1, 2)
 
 
 class SelfAttention(nn.Module):
@@ -111,7 +116,7 @@ class TransformerBlock(nn.Module):
                 nn.init.normal_(m.weight, std=0.02)
 
     def forward(self, x: Tensor) -> Tensor:
-        # x [B, L, D]
-        # x is the float32 residual stream; the branches compute in their weights' dtype
-        x = x + self.attn(self.norm1(x)).to(x.dtype)
-        return x + self.mlp(self.norm2(x)).to(x.dtype)
+        # x [B, L, D] is the float32 residual stream; the branches compute in their weights' dtype
+        x, h = add_pre_norm(self.norm2, x, self.attn(pre_norm(self.norm1, x, self.attn.qkv.weight.dtype)),
+                            self.mlp.fc1.weight.dtype)
+        return residual_add(x, self.mlp(h))
