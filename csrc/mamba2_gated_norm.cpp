@@ -75,7 +75,7 @@ SPLAT_TARGET_AVX512 void norm_rows_avx512(const Rows<T>& a, int64_t begin, int64
   norm_rows<T, true, kReversed>(a, begin, end);
 }
 
-template <typename T, bool kReversed>
+template <bool kReversed = false, typename T>
 void run(const Rows<T>& a, int64_t rows) {
   at::parallel_for(0, rows, std::max<int64_t>(1, 16384 / a.D), [&](int64_t begin, int64_t end) {
     if (splat::cpu_has_avx512())
@@ -87,14 +87,13 @@ void run(const Rows<T>& a, int64_t rows) {
   });
 }
 
+// The operands of a call on tensors of element type T (uint16_t: bfloat16 bits).
 template <typename T>
-const T* data(const at::Tensor& t) {
-  return reinterpret_cast<const T*>(t.data_ptr());
-}
-
-template <typename T>
-T* data(at::Tensor& t) {
-  return reinterpret_cast<T*>(t.data_ptr());
+Rows<T> rows_of(const at::Tensor& y, int64_t y_stride, const at::Tensor& z, int64_t z_batch, int64_t z_step,
+                const at::Tensor& weight, at::Tensor& out, int64_t l, int64_t groups, double eps) {
+  return {reinterpret_cast<const T*>(y.data_ptr()), y_stride, reinterpret_cast<const T*>(z.data_ptr()), z_batch, z_step,
+          weight.data_ptr<float>(), reinterpret_cast<T*>(out.data_ptr()), l, out.size(-1), groups,
+          static_cast<float>(eps)};
 }
 
 }  // namespace
@@ -103,15 +102,12 @@ T* data(at::Tensor& t) {
 // as z is a slice of the input projection), weight [D] float32 contiguous. Returns [R, D] contiguous.
 at::Tensor gated_rms_norm(const at::Tensor& y, const at::Tensor& z, const at::Tensor& weight, int64_t groups,
                           double eps) {
-  const int64_t R = y.size(0), D = y.size(1);
-  at::Tensor out = at::empty({R, D}, y.options());
-  const float e = static_cast<float>(eps);
+  const int64_t R = y.size(0);
+  at::Tensor out = at::empty({R, y.size(1)}, y.options());
   if (y.scalar_type() == at::kBFloat16)
-    run<uint16_t, false>({data<uint16_t>(y), y.stride(0), data<uint16_t>(z), 0, z.stride(0), weight.data_ptr<float>(),
-                          data<uint16_t>(out), R, D, groups, e}, R);
+    run(rows_of<uint16_t>(y, y.stride(0), z, 0, z.stride(0), weight, out, R, groups, eps), R);
   else
-    run<float, false>({data<float>(y), y.stride(0), data<float>(z), 0, z.stride(0), weight.data_ptr<float>(),
-                       data<float>(out), R, D, groups, e}, R);
+    run(rows_of<float>(y, y.stride(0), z, 0, z.stride(0), weight, out, R, groups, eps), R);
   return out;
 }
 
@@ -123,13 +119,10 @@ at::Tensor gated_rms_norm(const at::Tensor& y, const at::Tensor& z, const at::Te
 void gated_rms_norm_add_reversed(at::Tensor& out, const at::Tensor& y, const at::Tensor& z, const at::Tensor& weight,
                                  int64_t groups, double eps) {
   const int64_t l = y.size(1), D = y.size(2), rows = y.size(0) * l;
-  const float e = static_cast<float>(eps);
   if (y.scalar_type() == at::kBFloat16)
-    run<uint16_t, true>({data<uint16_t>(y), D, data<uint16_t>(z), z.stride(0), z.stride(1), weight.data_ptr<float>(),
-                         data<uint16_t>(out), l, D, groups, e}, rows);
+    run</*kReversed=*/true>(rows_of<uint16_t>(y, D, z, z.stride(0), z.stride(1), weight, out, l, groups, eps), rows);
   else
-    run<float, true>({data<float>(y), D, data<float>(z), z.stride(0), z.stride(1), weight.data_ptr<float>(),
-                      data<float>(out), l, D, groups, e}, rows);
+    run</*kReversed=*/true>(rows_of<float>(y, D, z, z.stride(0), z.stride(1), weight, out, l, groups, eps), rows);
 }
 
 }  // namespace mamba2
