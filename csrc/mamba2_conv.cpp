@@ -37,7 +37,7 @@ struct Segment {
 // one loop over the channels: its K input values (a row of zeros standing for the padding before
 // the start), weights and bias in, the rounded SiLU out.
 template <typename T, bool kFma, int kTaps>
-void conv_rows(const T* in, const float* weight, const float* bias, const Segment<T>* segments, int64_t n_segments,
+__attribute__((always_inline)) inline void conv_rows(const T* in, const float* weight, const float* bias, const Segment<T>* segments, int64_t n_segments,
                const Conv& s, int64_t begin, int64_t end) {
   const std::vector<T> zeros(s.width, T{0});
   for (int64_t r = begin; r < end; ++r) {
@@ -63,9 +63,18 @@ void conv_rows(const T* in, const float* weight, const float* bias, const Segmen
   }
 }
 
+// Copies of the loop for AVX2 + FMA and for AVX-512 (the SiLU's exp and division bound it: wider
+// vectors pay), chosen at run time.
 template <typename T, int kTaps>
 SPLAT_TARGET_AVX2 void conv_rows_avx2(const T* in, const float* weight, const float* bias, const Segment<T>* segments,
                                       int64_t n_segments, const Conv& s, int64_t begin, int64_t end) {
+  conv_rows<T, true, kTaps>(in, weight, bias, segments, n_segments, s, begin, end);
+}
+
+template <typename T, int kTaps>
+SPLAT_TARGET_AVX512 void conv_rows_avx512(const T* in, const float* weight, const float* bias,
+                                          const Segment<T>* segments, int64_t n_segments, const Conv& s, int64_t begin,
+                                          int64_t end) {
   conv_rows<T, true, kTaps>(in, weight, bias, segments, n_segments, s, begin, end);
 }
 
@@ -81,7 +90,10 @@ void run(const at::Tensor& xbc, const at::Tensor& weight, const at::Tensor& bias
   const T* in = reinterpret_cast<const T*>(xbc.data_ptr());
   const int64_t rows = xbc.size(0) * s.l, n = static_cast<int64_t>(segments.size());
   at::parallel_for(0, rows, std::max<int64_t>(1, 16384 / s.width), [&](int64_t begin, int64_t end) {
-    if (splat::cpu_has_avx2())
+    if (splat::cpu_has_avx512())
+      conv_rows_avx512<T, kTaps>(in, weight.data_ptr<float>(), bias.data_ptr<float>(), segments.data(), n, s, begin,
+                                 end);
+    else if (splat::cpu_has_avx2())
       conv_rows_avx2<T, kTaps>(in, weight.data_ptr<float>(), bias.data_ptr<float>(), segments.data(), n, s, begin, end);
     else
       conv_rows<T, false, kTaps>(in, weight.data_ptr<float>(), bias.data_ptr<float>(), segments.data(), n, s, begin,

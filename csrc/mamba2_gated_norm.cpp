@@ -19,79 +19,81 @@
 namespace mamba2 {
 namespace {
 
-// One row: y and z (D channels each) into o, or added to o's values with kAdd.
+// The operands of one call: rows of y and z of D channels, y's rows y_stride elements apart, z's
+// (sequences of l rows) z_batch and z_step; out [R, D] contiguous.
+template <typename T>
+struct Rows {
+  const T* y;
+  int64_t y_stride;
+  const T* z;
+  int64_t z_batch, z_step;
+  const float* weight;
+  T* out;
+  int64_t l, D, groups;
+  float eps;
+};
+
+// One row: y and z into o, or added to o's values with kAdd.
 template <typename T, bool kFma, bool kAdd>
-void norm_row(const T* yr, const T* zr, const float* weight, T* o, float* h, int64_t D, int64_t groups, float eps) {
-  const int64_t width = D / groups;
-  for (int64_t i = 0; i < D; ++i) h[i] = widen(yr[i]) * silu<kFma>(widen(zr[i]));
-  for (int64_t g = 0; g < groups; ++g) {
+__attribute__((always_inline)) inline void norm_row(const T* yr, const T* zr, T* o, float* h, const Rows<T>& a) {
+  const int64_t width = a.D / a.groups;
+  for (int64_t i = 0; i < a.D; ++i) h[i] = widen(yr[i]) * silu<kFma>(widen(zr[i]));
+  for (int64_t g = 0; g < a.groups; ++g) {
     float sum = 0.f;
 #pragma omp simd reduction(+ : sum)
     for (int64_t i = g * width; i < (g + 1) * width; ++i) sum += h[i] * h[i];
-    const float scale = 1.f / std::sqrt(sum / static_cast<float>(width) + eps);
+    const float scale = 1.f / std::sqrt(sum / static_cast<float>(width) + a.eps);
     for (int64_t i = g * width; i < (g + 1) * width; ++i) {
-      const float v = h[i] * scale * weight[i];
+      const float v = h[i] * scale * a.weight[i];
       narrow(kAdd ? widen(o[i]) + v : v, o + i);
     }
   }
 }
 
-// Rows [begin, end) of y and z (rows y_stride and z_stride elements apart) into out.
-template <typename T, bool kFma>
-void norm_rows(const T* y, int64_t y_stride, const T* z, int64_t z_stride, const float* weight, T* out, int64_t D,
-               int64_t groups, float eps, int64_t begin, int64_t end) {
-  std::vector<float> h(D);
-  for (int64_t r = begin; r < end; ++r)
-    norm_row<T, kFma, false>(y + r * y_stride, z + r * z_stride, weight, out + r * D, h.data(), D, groups, eps);
-}
-
-// Rows [begin, end) of y [b, l, D] contiguous, in reversed-sequence order, with the z rows of the
-// same tokens (z in sequence order: batch and step strides), added to the same tokens' rows of out
-// [b, l, D] contiguous.
-template <typename T, bool kFma>
-void norm_rows_add_reversed(const T* y, const T* z, int64_t z_batch, int64_t z_step, const float* weight, T* out,
-                            int64_t l, int64_t D, int64_t groups, float eps, int64_t begin, int64_t end) {
-  std::vector<float> h(D);
+// Rows [begin, end) of y. Plain: z row and out row r with y row r. kReversed: y holds each
+// sequence in reversed order (the backward direction's scan order), z and out in the sequence's
+// order; y row r goes with the z row of the same token and is added to that token's out row.
+template <typename T, bool kFma, bool kReversed>
+__attribute__((always_inline)) inline void norm_rows(const Rows<T>& a, int64_t begin, int64_t end) {
+  std::vector<float> h(a.D);
   for (int64_t r = begin; r < end; ++r) {
-    const int64_t b = r / l, t = l - 1 - r % l;  // the token scan row r belongs to
-    norm_row<T, kFma, true>(y + r * D, z + b * z_batch + t * z_step, weight, out + (b * l + t) * D, h.data(), D,
-                            groups, eps);
+    const int64_t b = r / a.l, t = kReversed ? a.l - 1 - r % a.l : r % a.l;  // the token of row r
+    norm_row<T, kFma, kReversed>(a.y + r * a.y_stride, a.z + b * a.z_batch + t * a.z_step, a.out + (b * a.l + t) * a.D,
+                                 h.data(), a);
   }
 }
 
-template <typename T>
-SPLAT_TARGET_AVX2 void norm_rows_avx2(const T* y, int64_t y_stride, const T* z, int64_t z_stride, const float* weight,
-                                      T* out, int64_t D, int64_t groups, float eps, int64_t begin, int64_t end) {
-  norm_rows<T, true>(y, y_stride, z, z_stride, weight, out, D, groups, eps, begin, end);
+// Copies for AVX2 + FMA and for AVX-512 (the SiLU's exp and division bound the loop: wider vectors
+// pay), chosen at run time.
+template <typename T, bool kReversed>
+SPLAT_TARGET_AVX2 void norm_rows_avx2(const Rows<T>& a, int64_t begin, int64_t end) {
+  norm_rows<T, true, kReversed>(a, begin, end);
 }
 
-template <typename T>
-SPLAT_TARGET_AVX2 void norm_rows_add_reversed_avx2(const T* y, const T* z, int64_t z_batch, int64_t z_step,
-                                                   const float* weight, T* out, int64_t l, int64_t D, int64_t groups,
-                                                   float eps, int64_t begin, int64_t end) {
-  norm_rows_add_reversed<T, true>(y, z, z_batch, z_step, weight, out, l, D, groups, eps, begin, end);
+template <typename T, bool kReversed>
+SPLAT_TARGET_AVX512 void norm_rows_avx512(const Rows<T>& a, int64_t begin, int64_t end) {
+  norm_rows<T, true, kReversed>(a, begin, end);
 }
 
-template <typename T>
-void run(const T* y, int64_t y_stride, const T* z, int64_t z_stride, const float* weight, T* out, int64_t rows,
-         int64_t D, int64_t groups, float eps) {
-  at::parallel_for(0, rows, std::max<int64_t>(1, 16384 / D), [&](int64_t begin, int64_t end) {
-    if (splat::cpu_has_avx2())
-      norm_rows_avx2(y, y_stride, z, z_stride, weight, out, D, groups, eps, begin, end);
+template <bool kReversed = false, typename T>
+void run(const Rows<T>& a, int64_t rows) {
+  at::parallel_for(0, rows, std::max<int64_t>(1, 16384 / a.D), [&](int64_t begin, int64_t end) {
+    if (splat::cpu_has_avx512())
+      norm_rows_avx512<T, kReversed>(a, begin, end);
+    else if (splat::cpu_has_avx2())
+      norm_rows_avx2<T, kReversed>(a, begin, end);
     else
-      norm_rows<T, false>(y, y_stride, z, z_stride, weight, out, D, groups, eps, begin, end);
+      norm_rows<T, false, kReversed>(a, begin, end);
   });
 }
 
+// The operands of a call on tensors of element type T (uint16_t: bfloat16 bits).
 template <typename T>
-void run_add_reversed(const T* y, const T* z, int64_t z_batch, int64_t z_step, const float* weight, T* out,
-                      int64_t rows, int64_t l, int64_t D, int64_t groups, float eps) {
-  at::parallel_for(0, rows, std::max<int64_t>(1, 16384 / D), [&](int64_t begin, int64_t end) {
-    if (splat::cpu_has_avx2())
-      norm_rows_add_reversed_avx2(y, z, z_batch, z_step, weight, out, l, D, groups, eps, begin, end);
-    else
-      norm_rows_add_reversed<T, false>(y, z, z_batch, z_step, weight, out, l, D, groups, eps, begin, end);
-  });
+Rows<T> rows_of(const at::Tensor& y, int64_t y_stride, const at::Tensor& z, int64_t z_batch, int64_t z_step,
+                const at::Tensor& weight, at::Tensor& out, int64_t l, int64_t groups, double eps) {
+  return {reinterpret_cast<const T*>(y.data_ptr()), y_stride, reinterpret_cast<const T*>(z.data_ptr()), z_batch, z_step,
+          weight.data_ptr<float>(), reinterpret_cast<T*>(out.data_ptr()), l, out.size(-1), groups,
+          static_cast<float>(eps)};
 }
 
 }  // namespace
@@ -100,15 +102,12 @@ void run_add_reversed(const T* y, const T* z, int64_t z_batch, int64_t z_step, c
 // as z is a slice of the input projection), weight [D] float32 contiguous. Returns [R, D] contiguous.
 at::Tensor gated_rms_norm(const at::Tensor& y, const at::Tensor& z, const at::Tensor& weight, int64_t groups,
                           double eps) {
-  const int64_t R = y.size(0), D = y.size(1);
-  at::Tensor out = at::empty({R, D}, y.options());
-  const float e = static_cast<float>(eps);
+  const int64_t R = y.size(0);
+  at::Tensor out = at::empty({R, y.size(1)}, y.options());
   if (y.scalar_type() == at::kBFloat16)
-    run(reinterpret_cast<const uint16_t*>(y.data_ptr()), y.stride(0), reinterpret_cast<const uint16_t*>(z.data_ptr()),
-        z.stride(0), weight.data_ptr<float>(), reinterpret_cast<uint16_t*>(out.data_ptr()), R, D, groups, e);
+    run(rows_of<uint16_t>(y, y.stride(0), z, 0, z.stride(0), weight, out, R, groups, eps), R);
   else
-    run(y.data_ptr<float>(), y.stride(0), z.data_ptr<float>(), z.stride(0), weight.data_ptr<float>(),
-        out.data_ptr<float>(), R, D, groups, e);
+    run(rows_of<float>(y, y.stride(0), z, 0, z.stride(0), weight, out, R, groups, eps), R);
   return out;
 }
 
@@ -120,14 +119,10 @@ at::Tensor gated_rms_norm(const at::Tensor& y, const at::Tensor& z, const at::Te
 void gated_rms_norm_add_reversed(at::Tensor& out, const at::Tensor& y, const at::Tensor& z, const at::Tensor& weight,
                                  int64_t groups, double eps) {
   const int64_t l = y.size(1), D = y.size(2), rows = y.size(0) * l;
-  const float e = static_cast<float>(eps);
   if (y.scalar_type() == at::kBFloat16)
-    run_add_reversed(reinterpret_cast<const uint16_t*>(y.data_ptr()), reinterpret_cast<const uint16_t*>(z.data_ptr()),
-                     z.stride(0), z.stride(1), weight.data_ptr<float>(), reinterpret_cast<uint16_t*>(out.data_ptr()),
-                     rows, l, D, groups, e);
+    run</*kReversed=*/true>(rows_of<uint16_t>(y, D, z, z.stride(0), z.stride(1), weight, out, l, groups, eps), rows);
   else
-    run_add_reversed(y.data_ptr<float>(), z.data_ptr<float>(), z.stride(0), z.stride(1), weight.data_ptr<float>(),
-                     out.data_ptr<float>(), rows, l, D, groups, e);
+    run</*kReversed=*/true>(rows_of<float>(y, D, z, z.stride(0), z.stride(1), weight, out, l, groups, eps), rows);
 }
 
 }  // namespace mamba2
