@@ -12,12 +12,24 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from model.norms import pre_norm
+
 
 def pixel_features(images: Tensor, origins: Tensor, dirs: Tensor, dtype: torch.dtype | None = None) -> Tensor:
     """[rgb * 2 - 1, cross(o, d), d] per pixel: images, origins, dirs [..., H, W, 3] -> [..., H, W, 9],
-    computed in the inputs' dtype and stored in `dtype` (default: the same)."""
-    parts = [images * 2 - 1, torch.cross(origins, dirs, dim=-1), dirs]
-    return torch.cat([part.to(dtype or part.dtype) for part in parts], dim=-1)
+    computed in the inputs' dtype and stored in `dtype` (default: the same).
+
+    Each part is written straight into its channels of the output, rounded once; the cross product
+    is spelled out per component (torch.cross over a last dim of 3 was 3x slower).
+    """
+    out = images.new_empty(*images.shape[:-1], 9, dtype=dtype or images.dtype)
+    torch.sub(images * 2, 1, out=out[..., :3])
+    o, d = origins.unbind(-1), dirs.unbind(-1)
+    for i in range(3):  # cross(o, d)_i = o_j d_k - o_k d_j, (i, j, k) a cyclic order of (0, 1, 2)
+        j, k = (i + 1) % 3, (i + 2) % 3
+        torch.sub(o[j] * d[k], o[k] * d[j], out=out[..., 3 + i])
+    out[..., 6:] = dirs
+    return out
 
 
 def patchify(features: Tensor, patch: int) -> Tensor:
@@ -44,4 +56,4 @@ class Tokenizer(nn.Module):
         features = pixel_features(images, origins, dirs, self.proj.weight.dtype)  # [B, V, H, W, 9]
         tokens = self.proj(patchify(features, self.patch_size))  # in the weight's dtype
         glob = self.global_tokens.expand(tokens.shape[0], -1, -1)  # float32: the residual stream's dtype
-        return self.norm(torch.cat([glob, tokens.to(glob.dtype)], dim=1))
+        return pre_norm(self.norm, torch.cat([glob, tokens], dim=1), glob.dtype)  # cat widens tokens to float32
