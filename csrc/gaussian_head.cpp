@@ -48,28 +48,46 @@ inline void pixel(const T* q, const float* o, const float* d, int64_t n, int64_t
   out.opacity[n] = widen(rest[7]) + k.opacity_bias;
 }
 
+// Rays [v, H, W, 3] of any strides (origins are usually one per view, expanded from the cameras'
+// centres, themselves a column of the camera-to-world matrices).
+struct Rays {
+  const float* data;
+  int64_t view, row, column, channel;
+  void at(int64_t v, int64_t y, int64_t x, float* out) const {
+    const float* p = data + v * view + y * row + x * column;
+    for (int c = 0; c < 3; ++c) out[c] = p[c * channel];
+  }
+};
+
 template <typename T>
-void run(const T* raw, const int64_t* size, const int64_t* stride, const float* origins, const float* dirs,
+void run(const T* raw, const int64_t* size, const int64_t* stride, const Rays& origins, const Rays& dirs,
          int64_t sh_count, const Constants& k, const Outputs& out) {
   // raw [v, h, P, w, P, C]: pixel rows are (v, h, P), pixels along a row (w, P).
   const int64_t h = size[1], p = size[2], w = size[3], width = w * p;
   at::parallel_for(0, size[0] * h * p, 16, [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
-      const int64_t pi = row % p, i = row / p % h, view = row / (p * h);
+      const int64_t pi = row % p, i = row / p % h, view = row / (p * h), y = i * p + pi;
       const T* base = raw + view * stride[0] + i * stride[1] + pi * stride[2];
       for (int64_t j = 0; j < w; ++j)
         for (int64_t pj = 0; pj < p; ++pj) {
-          const int64_t n = row * width + j * p + pj;
-          pixel(base + j * stride[3] + pj * stride[4], origins + 3 * n, dirs + 3 * n, n, sh_count, k, out);
+          const int64_t x = j * p + pj;
+          float o[3], d[3];
+          origins.at(view, y, x, o);
+          dirs.at(view, y, x, d);
+          pixel(base + j * stride[3] + pj * stride[4], o, d, row * width + x, sh_count, k, out);
         }
     }
   });
 }
 
+inline Rays rays(const at::Tensor& t) {
+  return {t.data_ptr<float>(), t.stride(0), t.stride(1), t.stride(2), t.stride(3)};
+}
+
 }  // namespace
 
 // raw [v, h, P, w, P, C] (float32 or bfloat16, unit channel stride, any other strides) in token
-// order; origins, dirs [v*h*P*w*P, 3] float32 contiguous in pixel order; outputs float32
+// order; origins, dirs [v, h*P, w*P, 3] float32 of any strides; outputs float32
 // contiguous in pixel order: means and log_scales [N, 3], quats [N, 4], opacity [N], sh [N, C - 11]
 // (K coefficients x rgb), distance [N].
 void gaussian_activate(const at::Tensor& raw, const at::Tensor& origins, const at::Tensor& dirs,
@@ -82,11 +100,10 @@ void gaussian_activate(const at::Tensor& raw, const at::Tensor& origins, const a
                     static_cast<float>(opacity_bias)};
   const int64_t sh_count = raw.size(5) - 11;
   if (raw.scalar_type() == at::kBFloat16)
-    run(reinterpret_cast<const uint16_t*>(raw.data_ptr()), raw.sizes().data(), raw.strides().data(),
-        origins.data_ptr<float>(), dirs.data_ptr<float>(), sh_count, k, out);
+    run(reinterpret_cast<const uint16_t*>(raw.data_ptr()), raw.sizes().data(), raw.strides().data(), rays(origins),
+        rays(dirs), sh_count, k, out);
   else
-    run(raw.data_ptr<float>(), raw.sizes().data(), raw.strides().data(), origins.data_ptr<float>(),
-        dirs.data_ptr<float>(), sh_count, k, out);
+    run(raw.data_ptr<float>(), raw.sizes().data(), raw.strides().data(), rays(origins), rays(dirs), sh_count, k, out);
 }
 
 }  // namespace mamba2

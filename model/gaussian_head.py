@@ -105,7 +105,7 @@ class GaussianHead(nn.Module):
                 patches(dist[:, v0:v1]).copy_(d)
                 continue
             for i in range(b):
-                rays = (t[i, v0:v1].float().contiguous().view(-1, 3) for t in (origins, dirs))  # [N, 3]
+                rays = (t[i, v0:v1].float() for t in (origins, dirs))  # [v, H, W, 3], any strides
                 outputs = (fields[name][i, v0:v1].view((v1 - v0) * height * width, -1) for name in shapes)  # [N, *]
                 ops.gaussian_activate(chunk[i], *rays, *outputs, dist[i, v0:v1].view(-1), self.cfg.max_dist,
                                       self.cfg.scale_bias, self.cfg.scale_max, self.cfg.opacity_bias)
