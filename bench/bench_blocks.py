@@ -11,7 +11,8 @@ bf16 as `LongLRM.set_precision` converts them, float32 residual input, no autogr
 counts. FLOPs are torch's FlopCounterMode count (matmuls, convolutions) plus 4 L^2 D per attention
 block, as bench/bench_model.py counts them, and the rates are compared with the fp32 and bf16 matmul
 peaks measured in the same process. Every case is timed in interleaved rounds (best kept), so a busy
-machine slows all of them alike.
+machine slows all of them alike; --cpu-time counts this process's CPU seconds (both threads) instead
+of wall time, which other processes on a shared machine inflate more.
 """
 
 from __future__ import annotations

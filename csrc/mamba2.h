@@ -42,6 +42,12 @@ std::tuple<at::Tensor, at::Tensor> add_pre_norm(const at::Tensor& x, const at::T
                                                 double eps, bool center, at::ScalarType dtype);
 at::Tensor residual_add(const at::Tensor& x, const at::Tensor& y);
 
+// gaussian_head.cpp
+void gaussian_activate(const at::Tensor& raw, const at::Tensor& origins, const at::Tensor& dirs,
+                       const at::Tensor& means, const at::Tensor& log_scales, const at::Tensor& quats,
+                       const at::Tensor& opacity, const at::Tensor& sh, const at::Tensor& distance, double max_dist,
+                       double scale_bias, double scale_max, double opacity_bias);
+
 // Storage of float32 / bfloat16 values as raw bits, so the loops over them vectorise.
 inline float widen(float v) { return v; }
 inline float widen(uint16_t v) { return std::bit_cast<float>(static_cast<uint32_t>(v) << 16); }

@@ -16,4 +16,8 @@ TORCH_LIBRARY(mamba2_cpu, m) {
   m.def("pre_norm", &mamba2::pre_norm);
   m.def("add_pre_norm", &mamba2::add_pre_norm);
   m.def("residual_add", &mamba2::residual_add);
+  m.def("gaussian_activate(Tensor raw, Tensor origins, Tensor dirs, Tensor(a!) means, Tensor(b!) log_scales, "
+        "Tensor(c!) quats, Tensor(d!) opacity, Tensor(e!) sh, Tensor(f!) distance, float max_dist, float scale_bias, "
+        "float scale_max, float opacity_bias) -> ()",
+        &mamba2::gaussian_activate);
 }

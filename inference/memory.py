@@ -67,20 +67,21 @@ def mamba_bytes(config: ModelConfig, width: int, length: int, act: int = FLOAT) 
     """Bytes alive at the peak of a bidirectional Mamba2 block (model/mamba2.py) over `length` tokens,
     with the branch's activations `act` bytes each (2 in bfloat16) and the residual stream float32.
 
-    Throughout the backward direction: the residual and its norm, the input projection (read in place
-    by both directions), the forward direction's output. Then the scan (model/ssd.py): the convolved
-    x/B/C (contiguous, written by the native conv), float32 step sizes, the scan's whole output
-    (allocated first, each slab writes its part), and one slab's float32 cumulative decays and chunk
-    intermediates, all alive when its outputs are written: the inputs scaled by the step (as read
-    within the chunk and as left in its final state), the q x q scores per head, their product, the
-    states each chunk produces and receives (d_state x inner per chunk) and their readout.
+    Throughout the backward direction: the residual and its norm (in the branch's dtype), the input
+    projection (read in place by both directions), the forward direction's output. Then the scan
+    (model/ssd.py): the convolved x/B/C (contiguous, written by the native conv), float32 step sizes,
+    the scan's whole output (allocated first, each slab writes its part), and one slab's float32
+    cumulative decays and chunk intermediates, all alive when its outputs are written: the inputs
+    scaled by the step (as read within the chunk and as left in its final state), the q x q scores per
+    head, their product, the states each chunk produces and receives (d_state x inner per chunk) and
+    their readout.
     """
     m = config.mamba
     inner = m.expand * width
     heads = inner // m.headdim
     conv = inner + 2 * m.ngroups * m.d_state
     projection = 2 * inner + 2 * m.ngroups * m.d_state + heads
-    held = length * (2 * FLOAT * width + act * (projection + inner))
+    held = length * (FLOAT * width + act * (width + projection + inner))
     inputs = length * (act * conv + FLOAT * heads)
 
     def in_slab(tokens: int, chunk: int) -> int:
@@ -99,10 +100,10 @@ def mamba_bytes(config: ModelConfig, width: int, length: int, act: int = FLOAT) 
 
 def transformer_bytes(config: ModelConfig, width: int, act: int = FLOAT) -> int:
     """Bytes per token at a transformer block's peak (its MLP): the float32 residual before and after
-    attention and its norm, the hidden layer before and after GELU in the branch's dtype. (SDPA's CPU
+    attention, then in the branch's dtype its norm and the hidden layer before and after GELU. (SDPA's CPU
     kernel packs K and V into blocks in bfloat16: at the presets' narrowest widths that workspace
     can outgrow the MLP, still far below the Mamba2 blocks' peak.)"""
-    return 3 * FLOAT * width + 2 * act * config.mlp_ratio * width
+    return 2 * FLOAT * width + act * width + 2 * act * config.mlp_ratio * width
 
 
 def network_stages(config: ModelConfig, views: int, height: int, width: int,
@@ -130,20 +131,16 @@ def network_stages(config: ModelConfig, views: int, height: int, width: int,
         length = merged if config.merge_before is not None and i >= config.merge_before else tokens
         stages[f"block {i}: {kind}"] = (mamba_bytes(config, block_width, length, act) if kind == "m"
                                         else transformer_bytes(config, block_width, act) * length)
-    # The head (model/gaussian_head.py) under the float32 tokens. Per pixel decoded: its raw channels
-    # copied out of patch order (a reshape of the projection), the activated float32 fields but the
-    # SH, and the distance; then the float32 outputs.
+    # The head (model/gaussian_head.py) under the float32 tokens: its float32 outputs, preallocated, and
+    # per chunk of views the tokens' norm and their projection (raw channels), which one native pass
+    # activates into the outputs; the previous chunk's projection is held while the next is made.
     head_tokens = FLOAT * (merged - config.num_global_tokens) * config.widths[-1]
-    decoded = act * channels + FLOAT * (channels - sh + 1)
     outputs = FLOAT * (channels + 1)
-    chunk = config.gaussians.views_per_chunk
-    if views <= chunk:  # one piece, concatenated into the outputs (in bfloat16 the SH concatenated, then widened)
-        stages["head"] = head_tokens + pixels * (decoded + outputs + (act * sh if cast else 0))
-    else:  # outputs preallocated; the previous chunk's decoded pixels are held while the next chunk is
-        # projected and copied, or copied and activated (in bfloat16 from float32 copies of the non-SH channels)
-        view, following = height * width, min(chunk, views - chunk)
-        stages["head"] = head_tokens + pixels * outputs + chunk * view * decoded + following * view * max(
-            2 * act * channels, decoded + (FLOAT * (channels - sh) if cast else 0))
+    view, chunk = height * width, min(config.gaussians.views_per_chunk, views)
+    following = min(chunk, views - chunk)
+    normed = act * config.widths[-1] // config.output_patch_size**2  # per pixel
+    stages["head"] = head_tokens + pixels * outputs + view * (chunk * (act * channels + normed)
+                                                              + following * act * channels)
     return stages
 
 

@@ -17,9 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from model import mamba2_native
 from model.config import GaussianHeadConfig
 from model.cpu_allocator import release_freed_memory
 from model.gaussians import Gaussians
+from model.norms import pre_norm
 
 
 class GaussianHead(nn.Module):
@@ -31,11 +33,12 @@ class GaussianHead(nn.Module):
         nn.init.normal_(self.proj.weight, std=0.02)
 
     def raw(self, tokens: Tensor, views: int, h: int, w: int) -> Tensor:
-        """tokens [B, V*h*w, D] -> raw per-pixel channels [B, V, h*P, w*P, 59] in the weights' dtype."""
+        """tokens [B, V*h*w, D] -> raw per-pixel channels [B, V, h, P, w, P, 59] in the weights' dtype:
+        pixel (i*P + pi, j*P + pj) of a view at [i, pi, j, pj]. A view of the projection's output:
+        merging (h, P) into image rows would copy it all (59 numbers a pixel) before use."""
         b, p = tokens.shape[0], self.patch_size
-        out = self.proj(self.norm(tokens).to(self.proj.weight.dtype))  # [B, V*h*w, P*P*59]
-        out = out.view(b, views, h, w, p, p, -1).permute(0, 1, 2, 4, 3, 5, 6)  # [B, V, h, P, w, P, 59]
-        return out.reshape(b, views, h * p, w * p, -1)
+        out = self.proj(pre_norm(self.norm, tokens, self.proj.weight.dtype))  # [B, V*h*w, P*P*59]
+        return out.view(b, views, h, w, p, p, -1).permute(0, 1, 2, 4, 3, 5, 6)
 
     def activate(self, raw: Tensor, origins: Tensor, dirs: Tensor) -> tuple[dict[str, Tensor], Tensor]:
         """raw [..., 59], origins and unit dirs [..., 3] -> (Gaussian fields [..., *], distance [...]),
@@ -65,27 +68,45 @@ class GaussianHead(nn.Module):
         the system first (model/cpu_allocator.py), so the output does not stack on top of it.
         """
         b, v, height, width, _ = origins.shape
-        h, w = height // self.patch_size, width // self.patch_size
+        p = self.patch_size
+        h, w = height // p, width // p
         step = self.cfg.views_per_chunk
         spans = [(v0, min(v, v0 + step)) for v0 in range(0, v, step)]
 
-        def decode(v0: int, v1: int) -> tuple[dict[str, Tensor], Tensor]:
-            raw = self.raw(tokens[:, v0 * h * w:v1 * h * w], v1 - v0, h, w)
-            return self.activate(raw, origins[:, v0:v1].float(), dirs[:, v0:v1].float())
+        def patches(t: Tensor) -> Tensor:  # [B, v, H, W, ...] -> [B, v, h, P, w, P, ...], a view
+            return t.unflatten(2, (h, p)).unflatten(4, (w, p))
 
-        if torch.is_grad_enabled() or len(spans) == 1:
-            parts = [decode(v0, v1) for v0, v1 in spans]
-            fields = {name: torch.cat([f[name] for f, _ in parts], dim=1).float() for name in parts[0][0]}
-            dist = torch.cat([d for _, d in parts], dim=1)
-        else:
-            release_freed_memory()
-            fields, dist = {}, None
-            for v0, v1 in spans:
-                part, d = decode(v0, v1)
-                if dist is None:
-                    fields = {name: t.new_empty(b, v, *t.shape[2:], dtype=torch.float32) for name, t in part.items()}
-                    dist = d.new_empty(b, v, *d.shape[2:])
+        def raw(v0: int, v1: int) -> Tensor:
+            return self.raw(tokens[:, v0 * h * w:v1 * h * w], v1 - v0, h, w)  # [B, v, h, P, w, P, 59]
+
+        def decode(v0: int, v1: int, chunk: Tensor) -> tuple[dict[str, Tensor], Tensor]:
+            return self.activate(chunk, patches(origins[:, v0:v1].float()), patches(dirs[:, v0:v1].float()))
+
+        if torch.is_grad_enabled():
+            parts = [decode(v0, v1, raw(v0, v1)) for v0, v1 in spans]  # fields [B, v, h, P, w, P, ...]
+            fields = {name: torch.cat([f[name] for f, _ in parts], dim=1).float().flatten(4, 5).flatten(2, 3)
+                      for name in parts[0][0]}
+            dist = torch.cat([d for _, d in parts], dim=1).flatten(4, 5).flatten(2, 3)
+            return Gaussians(**{name: t.flatten(1, 3) for name, t in fields.items()}), dist
+
+        release_freed_memory()
+        k = (self.cfg.sh_degree + 1) ** 2
+        shapes = {"means": (3,), "log_scales": (3,), "quats": (4,), "opacity_logits": (), "sh": (k, 3)}
+        fields = {name: origins.new_empty(b, v, height, width, *shape, dtype=torch.float32)
+                  for name, shape in shapes.items()}
+        dist = origins.new_empty(b, v, height, width, dtype=torch.float32)
+        for v0, v1 in spans:
+            chunk = raw(v0, v1)
+            ops = mamba2_native.kernels("Gaussian head activation", chunk)
+            if ops is None:
+                part, d = decode(v0, v1, chunk)
                 for name, t in part.items():
-                    fields[name][:, v0:v1] = t
-                dist[:, v0:v1] = d
+                    patches(fields[name][:, v0:v1]).copy_(t)
+                patches(dist[:, v0:v1]).copy_(d)
+                continue
+            for i in range(b):
+                rays = (t[i, v0:v1].float() for t in (origins, dirs))  # [v, H, W, 3], any strides
+                outputs = (fields[name][i, v0:v1].view((v1 - v0) * height * width, -1) for name in shapes)  # [N, *]
+                ops.gaussian_activate(chunk[i], *rays, *outputs, dist[i, v0:v1].view(-1), self.cfg.max_dist,
+                                      self.cfg.scale_bias, self.cfg.scale_max, self.cfg.opacity_bias)
         return Gaussians(**{name: t.flatten(1, 3) for name, t in fields.items()}), dist

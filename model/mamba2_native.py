@@ -2,9 +2,11 @@
 
 They do the elementwise parts of a Mamba2 block (the causal conv, around the scan's matmuls, its
 state passing, the gated RMSNorm) in one pass each, where PyTorch makes several tensor-wide passes;
-the matmuls stay with oneDNN. They have no backward: whenever a gradient is needed, or the tensors
-are not CPU float32 / bfloat16 ones, the PyTorch twin next to each call runs instead (the twins are
-also the tests' oracles).
+the matmuls stay with oneDNN. The same library holds the network's other elementwise kernels: the
+blocks' pre-norms and residual adds (norms.cpp, model/norms.py) and the Gaussian head's activation
+(gaussian_head.cpp). They have no backward: whenever a gradient is needed, or the tensors are not CPU
+float32 / bfloat16 ones, the PyTorch twin next to each call runs instead (the twins are also the
+tests' oracles).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from model.fast_path import log_choice
 from model.native_build import load_library
 
 SOURCES = ("mamba2_chunk.cpp", "mamba2_state_passing.cpp", "mamba2_gated_norm.cpp", "mamba2_conv.cpp",
-           "norms.cpp", "mamba2_ops.cpp")
+           "norms.cpp", "gaussian_head.cpp", "mamba2_ops.cpp")
 HEADERS = ("mamba2.h", "simd.h")
 # The rasterizer's flags: FMA only where the code asks for it (the state passing then rounds as
 # torch.addcmul does, bit for bit), OpenMP for at::parallel_for.

@@ -25,5 +25,7 @@ class TokenMerge(nn.Module):
         glob, image = x[:, :num_global], x[:, num_global:]
         grid = image.reshape(b * views, h, w, d).permute(0, 3, 1, 2)  # [B*V, D, h, w]
         merged = self.conv(grid).flatten(2).transpose(1, 2)  # [B*V, h*w/4, D_merged]
-        merged = merged.reshape(b, views * (h // 2) * (w // 2), -1)
-        return torch.cat([self.global_proj(glob), merged], dim=1).to(dtype)
+        out = x.new_empty(b, num_global + merged.shape[0] // b * merged.shape[1], merged.shape[2], dtype=dtype)
+        out[:, :num_global] = self.global_proj(glob)  # widened back to the residual stream's dtype as it is written
+        out[:, num_global:] = merged.reshape(b, -1, merged.shape[2])
+        return out

@@ -12,11 +12,17 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from model.norms import pre_norm
+
 
 def pixel_features(images: Tensor, origins: Tensor, dirs: Tensor, dtype: torch.dtype | None = None) -> Tensor:
     """[rgb * 2 - 1, cross(o, d), d] per pixel: images, origins, dirs [..., H, W, 3] -> [..., H, W, 9],
-    computed in the inputs' dtype and stored in `dtype` (default: the same)."""
-    parts = [images * 2 - 1, torch.cross(origins, dirs, dim=-1), dirs]
+    computed in the inputs' dtype and stored in `dtype` (default: the same). The cross product is
+    spelled out per component: torch.cross over a last dim of 3 took 3x longer."""
+    o, d = origins.unbind(-1), dirs.unbind(-1)
+    # cross(o, d)_i = o_j d_k - o_k d_j with (i, j, k) a cyclic order of (0, 1, 2)
+    moment = torch.stack([o[(i + 1) % 3] * d[(i + 2) % 3] - o[(i + 2) % 3] * d[(i + 1) % 3] for i in range(3)], -1)
+    parts = [images * 2 - 1, moment, dirs]
     return torch.cat([part.to(dtype or part.dtype) for part in parts], dim=-1)
 
 
@@ -44,4 +50,4 @@ class Tokenizer(nn.Module):
         features = pixel_features(images, origins, dirs, self.proj.weight.dtype)  # [B, V, H, W, 9]
         tokens = self.proj(patchify(features, self.patch_size))  # in the weight's dtype
         glob = self.global_tokens.expand(tokens.shape[0], -1, -1)  # float32: the residual stream's dtype
-        return self.norm(torch.cat([glob, tokens.to(glob.dtype)], dim=1))
+        return pre_norm(self.norm, torch.cat([glob, tokens], dim=1), glob.dtype)  # cat widens tokens to float32

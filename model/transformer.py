@@ -3,7 +3,8 @@
 Attention runs through flash-attn where it can (it imports, CUDA tensors in fp16/bf16, an Ampere or
 newer GPU, a head dim it supports: `flash_blocker`), otherwise through PyTorch's
 scaled_dot_product_attention (which has its own fused CPU and CUDA kernels).
-`attention_ref` is the plain softmax formula, the test oracle.
+`attention_ref` is the plain softmax formula, the test oracle. The pre-norms and residual adds
+between the float32 residual stream and the branches are model/norms.py's.
 """
 
 from __future__ import annotations

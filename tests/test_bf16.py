@@ -1,6 +1,7 @@
 """bf16 inference: what LongLRM.set_precision converts, its agreement with float32 on a trained and on a
 random paper-size network, and the detection of native bf16 matmuls on this CPU."""
 
+import functools
 import platform
 from pathlib import Path
 
@@ -48,7 +49,9 @@ def test_set_precision_converts_the_matmul_weights_and_nothing_else():
 
 def test_bf16_head_gives_the_same_float32_gaussians_in_any_number_of_chunks():
     """The head decodes a few views at a time without autograd, widening bf16 outputs into float32
-    buffers; with autograd it concatenates. Both must give the one-chunk result, in float32."""
+    buffers; with autograd it concatenates. Both must give the one-chunk result, in float32: exactly
+    without autograd (the same native kernel, chunk by chunk), to float32 rounding with it (the
+    PyTorch twin of the kernel)."""
     torch.manual_seed(0)
     chunked = GaussianHead(16, 4, GaussianHeadConfig(views_per_chunk=2))
     whole = GaussianHead(16, 4, GaussianHeadConfig(views_per_chunk=100))
@@ -62,10 +65,11 @@ def test_bf16_head_gives_the_same_float32_gaussians_in_any_number_of_chunks():
     for grad in (False, True):
         with torch.set_grad_enabled(grad):
             got, distance = chunked(tokens, origins, dirs)
-        assert torch.equal(distance, expected_distance)
+        same = torch.equal if not grad else functools.partial(torch.allclose, rtol=1e-6, atol=0)
+        assert same(distance, expected_distance)
         for name in ("means", "log_scales", "quats", "opacity_logits", "sh"):
             assert getattr(got, name).dtype == torch.float32
-            assert torch.equal(getattr(got, name), getattr(expected, name)), name
+            assert same(getattr(got, name), getattr(expected, name)), name
 
 
 def test_demo_checkpoint_in_bf16_keeps_held_out_psnr_and_renders(tmp_path):

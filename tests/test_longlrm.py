@@ -1,5 +1,9 @@
+import logging
+
 import pytest
 import torch
+
+from model import fast_path
 
 from model.build import build_model
 from model.config import GaussianHeadConfig, preset
@@ -55,7 +59,7 @@ def test_head_places_gaussians_on_their_rays_with_bounded_parameters():
     gaussians, distance = head(tokens, origins, dirs)
     n = v * height * width
     assert gaussians.means.shape == (b, n, 3) and gaussians.sh.shape == (b, n, 16, 3)
-    raw = head.raw(tokens, v, height // 4, width // 4).flatten(1, 3)  # [b, n, 59]
+    raw = head.raw(tokens, v, height // 4, width // 4).reshape(b, n, -1)  # [b, n, 59]
     o, d = origins.flatten(1, 3), dirs.flatten(1, 3)
     dist = distance.flatten(1)
     assert (dist > 0).all() and (dist <= cfg.max_dist).all()
@@ -73,11 +77,11 @@ def test_head_places_gaussians_on_their_rays_with_bounded_parameters():
 def test_head_unpatchify_order():
     head = GaussianHead(8, 4, GaussianHeadConfig(sh_degree=0))
     tokens = torch.randn(1, 2 * 2 * 3, 8)
-    raw = head.raw(tokens, 2, 2, 3)  # [1, V, 8, 12, 14]
+    raw = head.raw(tokens, 2, 2, 3)  # [1, V, h, P, w, P, 14]
     linear = head.proj(head.norm(tokens))  # [1, V*h*w, P*P*14]
     for view, i, j, pi, pj, c in [(0, 0, 0, 0, 0, 0), (1, 1, 2, 3, 1, 13), (1, 0, 1, 2, 3, 5)]:
         token = view * 6 + i * 3 + j
-        assert raw[0, view, i * 4 + pi, j * 4 + pj, c] == linear[0, token, (pi * 4 + pj) * 14 + c]
+        assert raw[0, view, i, pi, j, pj, c] == linear[0, token, (pi * 4 + pj) * 14 + c]
 
 
 def test_head_chunking_does_not_change_results():
@@ -94,6 +98,55 @@ def test_head_chunking_does_not_change_results():
         torch.testing.assert_close(dist, ref_dist)
         for name in ("means", "log_scales", "quats", "opacity_logits", "sh"):
             torch.testing.assert_close(getattr(got, name), getattr(ref, name))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("sh_degree", [1, 3])
+def test_head_activation_kernel_computes_the_fields_of_its_twin(sh_degree, dtype, caplog, monkeypatch):
+    monkeypatch.setattr(fast_path, "_reported", set())
+    """Without autograd on CPU the head's activation is one native pass (csrc/gaussian_head.cpp):
+    against a float64 evaluation of the head's formulas on the same raw outputs, and against the
+    PyTorch twin, on two batch items, three chunks (one of a single view) and raw values large enough
+    to reach the clamps and both sigmoid tails."""
+    torch.manual_seed(sh_degree)
+    cfg = GaussianHeadConfig(sh_degree=sh_degree, views_per_chunk=2)
+    head = GaussianHead(16, 4, cfg)
+    with torch.no_grad():
+        head.proj.weight.mul_(200)
+    head.proj.to(dtype)
+    b, v, height, width = 2, 5, 8, 12
+    origins, dirs = random_cameras(b, v, height, width).rays()
+    tokens = torch.randn(b, v * (height // 4) * (width // 4), 16)
+    with torch.no_grad(), caplog.at_level(logging.INFO, logger="model.mamba2"):
+        got, distance = head(tokens, origins, dirs)
+        per_view = (height // 4) * (width // 4)
+        chunks = [head.raw(tokens[:, v0 * per_view:(v0 + 2) * per_view], min(2, v - v0), height // 4, width // 4)
+                  for v0 in range(0, v, 2)]  # as the head projects them: the matmul's rounding depends on its size
+        raw = torch.cat(chunks, dim=1)  # [b, v, h, P, w, P, C]
+        patches = [t.unflatten(2, (height // 4, 4)).unflatten(4, (width // 4, 4)) for t in (origins, dirs)]
+        twin, twin_distance = head.activate(raw, *patches)
+    n = v * height * width
+    twin = {name: t.reshape(b, n, *t.shape[6:]) for name, t in twin.items()}  # [b, v, h, P, w, P, ...] -> [b, n, ...]
+    twin_distance = twin_distance.reshape(distance.shape)
+    raw = raw.reshape(b, n, -1).double()
+    assert "Gaussian head activation: native CPU kernel" in [r.getMessage() for r in caplog.records]
+    k = (sh_degree + 1) ** 2
+    o, d = origins.flatten(1, 3).double(), dirs.flatten(1, 3).double()
+    dist = torch.sigmoid(raw[..., :3].mean(-1)) * cfg.max_dist
+    scale, quat = raw[..., 3 + 3 * k:6 + 3 * k], raw[..., 6 + 3 * k:10 + 3 * k]
+    want = {"means": o + dist[..., None] * d, "sh": raw[..., 3:3 + 3 * k].unflatten(-1, (k, 3)),
+            "log_scales": (scale + cfg.scale_bias).clamp(max=cfg.scale_max),
+            "quats": quat / quat.norm(dim=-1, keepdim=True), "opacity_logits": raw[..., -1] + cfg.opacity_bias}
+    # float32 arithmetic on exactly the same raw values: a few float32 roundings, except that the
+    # sigmoid's argument x (the logits' mean, up to ~100 here) carries a rounding of |x| 2^-24, to
+    # which sigmoid is |x|-fold sensitive in relative terms; the means add distances up to 500.
+    tol = dict(rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(distance.flatten(1).double(), dist, **tol)
+    torch.testing.assert_close(distance, twin_distance, **tol)
+    for name, value in want.items():
+        assert getattr(got, name).dtype == torch.float32
+        torch.testing.assert_close(getattr(got, name).double(), value, **tol)
+        torch.testing.assert_close(getattr(got, name), twin[name].float(), **tol)
 
 
 # --- the model --------------------------------------------------------------------------------
