@@ -24,6 +24,7 @@ BENCHMARKS = {
     "render": ["bench/bench_render.py"],
     "ssd": ["bench/bench_ssd.py"],
     "model": ["bench/bench_model.py", "--views", "8", "16", "32", "64", "--paper-256"],
+    "blocks": ["bench/bench_blocks.py", "--kinds", "t", "m", "io"],
     "train": ["-m", "bench.bench_train"],
     "refine": ["-m", "bench.bench_refine", "--pred-steps", "200", "--classic-steps", "300"],
     "data": ["-m", "bench.bench_data"],

@@ -119,11 +119,10 @@ def network_stages(config: ModelConfig, views: int, height: int, width: int,
     merged = pixels // config.output_patch_size**2 + config.num_global_tokens
     channels = config.gaussians.channels
     sh = 3 * (config.gaussians.sh_degree + 1) ** 2
-    # The tokenizer (model/tokenizer.py): the largest of the 9 features per pixel concatenated (after
-    # 6 of them computed in float32 and, in bfloat16, all 9 converted), the features, their patches
-    # and the tokens, or the features, the tokens, their float32 concatenation with the global tokens
-    # and its norm.
-    stages = {"tokenizer": max((6 * FLOAT + 9 * cast + 9 * act) * pixels, act * (18 * pixels + tokens * config.dim),
+    # The tokenizer (model/tokenizer.py): the largest of the 9 features per pixel (while 3 float32
+    # values per pixel are computed for them), the features, their patches and the tokens, or the
+    # features, the tokens, their float32 concatenation with the global tokens and its norm.
+    stages = {"tokenizer": max((3 * FLOAT + 9 * act) * pixels, act * (18 * pixels + tokens * config.dim),
                                act * (9 * pixels + tokens * config.dim) + 2 * FLOAT * tokens * config.dim)}
     for i, (kind, block_width) in enumerate(zip(config.blocks, config.widths)):
         if i == config.merge_before:  # the residual, its copy in the branch's dtype, merged, concatenated
