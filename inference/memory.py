@@ -118,7 +118,6 @@ def network_stages(config: ModelConfig, views: int, height: int, width: int,
     tokens = pixels // config.patch_size**2 + config.num_global_tokens
     merged = pixels // config.output_patch_size**2 + config.num_global_tokens
     channels = config.gaussians.channels
-    sh = 3 * (config.gaussians.sh_degree + 1) ** 2
     # The tokenizer (model/tokenizer.py): the largest of the 9 features per pixel (while 3 float32
     # values per pixel are computed for them), the features, their patches and the tokens, or the
     # features, the tokens, their float32 concatenation with the global tokens and its norm.

@@ -7,7 +7,6 @@ output channels). The global tokens have no grid and are widened by a linear map
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 
