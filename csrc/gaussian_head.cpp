@@ -4,7 +4,7 @@
 // into its place in the pixel-ordered outputs. PyTorch makes about twenty passes (a widening copy
 // per field, the mean, sigmoid, products, clamp, the quaternion norm, then a copy into the output),
 // which cost more than the head's matmul. Arithmetic is float32 in the twin's order; the sigmoid
-// uses exp_neg (under one float ulp), so the results match the twin to float32 rounding.
+// is mamba2.h's (exp_neg, under one float ulp), so the results match the twin to float32 rounding.
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -29,8 +29,7 @@ template <typename T>
 inline void pixel(const T* q, const float* o, const float* d, int64_t n, int64_t sh_count, const Constants& k,
                   const Outputs& out) {
   const float mean = (widen(q[0]) + widen(q[1]) + widen(q[2])) / 3.f;
-  const float e = splat::exp_neg<false>(-std::fabs(mean));
-  const float distance = splat::select(mean >= 0.f, 1.f, e) / (1.f + e) * k.max_dist;
+  const float distance = sigmoid<false>(mean) * k.max_dist;
   out.distance[n] = distance;
   for (int c = 0; c < 3; ++c) out.means[3 * n + c] = o[c] + distance * d[c];
   const T* sh = q + 3;
@@ -92,8 +91,8 @@ inline Rays rays(const at::Tensor& t) {
 // (K coefficients x rgb), distance [N].
 void gaussian_activate(const at::Tensor& raw, const at::Tensor& origins, const at::Tensor& dirs,
                        const at::Tensor& means, const at::Tensor& log_scales, const at::Tensor& quats,
-                       const at::Tensor& opacity, const at::Tensor& sh, const at::Tensor& distance, double max_dist, double scale_bias, double scale_max,
-                       double opacity_bias) {
+                       const at::Tensor& opacity, const at::Tensor& sh, const at::Tensor& distance, double max_dist,
+                       double scale_bias, double scale_max, double opacity_bias) {
   const Outputs out{means.data_ptr<float>(), log_scales.data_ptr<float>(), quats.data_ptr<float>(),
                     opacity.data_ptr<float>(), sh.data_ptr<float>(), distance.data_ptr<float>()};
   const Constants k{static_cast<float>(max_dist), static_cast<float>(scale_bias), static_cast<float>(scale_max),

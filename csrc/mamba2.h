@@ -61,12 +61,17 @@ inline void narrow(float x, uint16_t* out) {
   *out = static_cast<uint16_t>(nan ? 0x7fc0u : rounded);
 }
 
-// z * sigmoid(z), with sigmoid from e = exp(-|z|) in (0, 1]: 1 / (1 + e) for z >= 0, e / (1 + e) below.
-// exp_neg is under one float ulp, so this matches F.silu to float32 rounding, not bit for bit.
+// sigmoid(z) from e = exp(-|z|) in (0, 1]: 1 / (1 + e) for z >= 0, e / (1 + e) below (no overflow).
+// exp_neg is under one float ulp, so this and silu match torch to float32 rounding, not bit for bit.
+template <bool kFma>
+inline float sigmoid(float z) {
+  const float e = splat::exp_neg<kFma>(-std::fabs(z));
+  return splat::select(z >= 0.f, 1.f, e) / (1.f + e);
+}
+
 template <bool kFma>
 inline float silu(float z) {
-  const float e = splat::exp_neg<kFma>(-std::fabs(z));
-  return z * splat::select(z >= 0.f, 1.f, e) / (1.f + e);
+  return z * sigmoid<kFma>(z);
 }
 
 }  // namespace mamba2

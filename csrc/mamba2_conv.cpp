@@ -37,8 +37,9 @@ struct Segment {
 // one loop over the channels: its K input values (a row of zeros standing for the padding before
 // the start), weights and bias in, the rounded SiLU out.
 template <typename T, bool kFma, int kTaps>
-__attribute__((always_inline)) inline void conv_rows(const T* in, const float* weight, const float* bias, const Segment<T>* segments, int64_t n_segments,
-               const Conv& s, int64_t begin, int64_t end) {
+__attribute__((always_inline)) inline void conv_rows(const T* in, const float* weight, const float* bias,
+                                                     const Segment<T>* segments, int64_t n_segments, const Conv& s,
+                                                     int64_t begin, int64_t end) {
   const std::vector<T> zeros(s.width, T{0});
   for (int64_t r = begin; r < end; ++r) {
     const int64_t b = r / s.l, t = r % s.l;
@@ -116,8 +117,8 @@ void run_taps(const at::Tensor& xbc, const at::Tensor& weight, const at::Tensor&
 }  // namespace
 
 // xbc [b, l, D] float32 or bfloat16 with unit channel stride (any row and batch strides: a slice of
-// the input projection), weight [K, D] (K <= kMaxTaps) and bias [D] float32 contiguous, splits: the widths of the
-// output tensors (summing to D). Returns [b, l, width] contiguous tensors of xbc's dtype, in the
+// the input projection), weight [K, D] (K <= kMaxTaps) and bias [D] float32 contiguous, splits: the
+// widths of the output tensors (summing to D). Returns [b, l, width] contiguous tensors of xbc's dtype, in the
 // sequence's order or, with reverse, in the reversed sequence's.
 std::vector<at::Tensor> causal_conv1d_silu(const at::Tensor& xbc, const at::Tensor& weight, const at::Tensor& bias,
                                            at::IntArrayRef splits, bool reverse) {

@@ -5,8 +5,9 @@
 // One pass per row where PyTorch makes the norm's passes and then a separate dtype conversion:
 // the row stays in cache between its statistics and its output. Statistics are float32 (two passes
 // over the cached row for the variance, as the mean is subtracted before squaring) and summed in a
-// fixed order; a bfloat16 output is the float32 one rounded once. `add_pre_norm` first forms the residual sum x + y (y in the branch's
-// dtype, widened exactly), writes it, and normalises it, so the sum is read once for both.
+// fixed order; a bfloat16 output is the float32 one rounded once. `add_pre_norm` first forms the
+// residual sum x + y (y in the branch's dtype, widened exactly), writes it, and normalises it, so the
+// sum is read once for both.
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
 

@@ -35,7 +35,9 @@ def _native(what: str, x: Tensor, y: Tensor | None = None, norm: Norm | None = N
     """The native library if its kernel can take these: a float32 residual x, a branch output y and an
     output dtype in float32 or bfloat16, a norm with a weight and no bias over the last dim; else None."""
     tensors = [t for t in (x, y, None if norm is None else norm.weight) if t is not None]
-    if x.dtype != torch.float32 or dtype not in KERNEL_DTYPES or (y is not None and (y.dtype not in KERNEL_DTYPES or y.shape != x.shape)):
+    if y is not None and y.shape != x.shape:
+        reason = f"branch output {tuple(y.shape)} broadcast onto the residual {tuple(x.shape)}"
+    elif x.dtype != torch.float32 or dtype not in KERNEL_DTYPES or (y is not None and y.dtype not in KERNEL_DTYPES):
         reason = f"{x.dtype} residual, {None if y is None else y.dtype} branch output, {dtype} output"
     elif norm is not None and (norm.weight is None or getattr(norm, "bias", None) is not None
                                or len(norm.normalized_shape) != 1):
@@ -84,6 +86,7 @@ def add_pre_norm(norm: Norm, x: Tensor, y: Tensor, dtype: torch.dtype) -> tuple[
     if ops is None:
         return add_pre_norm_ref(norm, x, y, dtype)
     d = x.shape[-1]
-    s, out = ops.add_pre_norm(x.reshape(-1, d).contiguous(), y.reshape(-1, d).contiguous(),
-                              norm.weight.float().contiguous(), _eps(norm, x.dtype), isinstance(norm, nn.LayerNorm), dtype)
+    weight = norm.weight.float().contiguous()
+    s, out = ops.add_pre_norm(x.reshape(-1, d).contiguous(), y.reshape(-1, d).contiguous(), weight, _eps(norm, x.dtype),
+                              isinstance(norm, nn.LayerNorm), dtype)
     return s.view(x.shape), out.view(x.shape)
