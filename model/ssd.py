@@ -178,17 +178,13 @@ def chunk_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_siz
 def _native_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None,
                  chunk_size: int) -> Tensor | None:
     """`_chunk_scan` by the native kernel (csrc/mamba2_scan.cpp), or None where it cannot run: gradients
-    needed, not CPU float32 / bfloat16 tensors, or a CPU whose matrix micro-kernels do not take the
-    dtype (float32 needs AVX2, bfloat16 AVX-512; `_native_scan_blocker`). Same arguments and result."""
+    needed, not CPU float32 / bfloat16 tensors, or `native_scan_blocker`. Same arguments and result."""
     b, l, h, p = x.shape
-    n = B.shape[-1]
-    blocker = _native_scan_blocker(x.dtype) if x.device.type == "cpu" else None
-    if x.dtype == torch.bfloat16 and (n % 2 or chunk_size % 2):
-        blocker = f"d_state {n} and chunk {chunk_size} must be even for bfloat16 products"
+    blocker = native_scan_blocker(x.dtype, B.shape[-1], chunk_size) if x.device.type == "cpu" else None
     if blocker is not None:
-        log_choice("model.ssd", f"SSD scan: PyTorch chunks ({blocker})")
+        log_choice("model.ssd", f"SSD chunk_scan: PyTorch ({blocker})")
         return None
-    ops = mamba2_native.kernels("SSD scan", x, dt, B, C, A, *([D] if D is not None else []))
+    ops = mamba2_native.kernels("SSD chunk_scan", x, dt, B, C, A, *([D] if D is not None else []))
     if ops is None:
         return None
     D = (D.float()[:, None] if D.dim() == 1 else D.float()).expand(h, p).contiguous() if D is not None \
@@ -199,10 +195,18 @@ def _native_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tens
     return y.unflatten(-1, (h, p))
 
 
+def native_scan_blocker(dtype: torch.dtype, d_state: int, chunk_size: int) -> str | None:
+    """Why the native CPU scan cannot take a scan of this dtype, state size and chunk, or None
+    (tensors off the CPU, gradients, or no native kernels at all: see mamba2_native.kernels)."""
+    if dtype == torch.bfloat16 and (d_state % 2 or chunk_size % 2):
+        return f"d_state {d_state} and chunk {chunk_size} must be even for bfloat16 products"
+    return _micro_kernel_blocker(dtype)
+
+
 @functools.cache
-def _native_scan_blocker(dtype: torch.dtype) -> str | None:
-    """Why the native scan cannot run in `dtype` on this CPU (its brgemm micro-kernels raise), or None:
-    found by running it once on a few values."""
+def _micro_kernel_blocker(dtype: torch.dtype) -> str | None:
+    """Why the native scan cannot run in `dtype` on this CPU (PyTorch's brgemm micro-kernels raise:
+    float32 needs AVX2, bfloat16 AVX-512), or None: found by running it once on a few values."""
     ops = mamba2_native._library()
     if ops is None or dtype not in (torch.float32, torch.bfloat16):
         return None  # (`kernels` gives the reason)

@@ -118,7 +118,7 @@ def test_bfloat16_scans_with_odd_sizes_take_the_pytorch_chunks(caplog, monkeypat
             C.unflatten(-1, (1, 5)).bfloat16(), 8)
     with caplog.at_level(logging.INFO, logger="model.ssd"):
         y = ssd.chunk_scan(*args, D=D)
-    assert any("d_state 5 and chunk 8 must be even" in r.getMessage() for r in caplog.records)
+    assert "SSD chunk_scan: PyTorch (d_state 5 and chunk 8 must be even for bfloat16 products)" in caplog.messages
     want, size = recurrence(*(t.float() for t in (x.bfloat16(), dt, A, B.bfloat16(), C.bfloat16(), D)), 2, 1)
     assert ((y.flatten(-2).double() - want).abs() <= 8 * 2.0**-9 * size + 1e-30).all()
 
