@@ -23,8 +23,8 @@ from model.native_build import load_library
 SOURCES = ("mamba2_scan.cpp", "mamba2_gated_norm.cpp", "mamba2_conv.cpp",
            "norms.cpp", "gaussian_head.cpp", "mamba2_ops.cpp")
 HEADERS = ("mamba2.h", "simd.h")
-# The rasterizer's flags: FMA only where the code asks for it (the state passing then rounds as
-# torch.addcmul does, bit for bit), OpenMP for at::parallel_for.
+# The rasterizer's flags: FMA only where the code asks for it (so each loop rounds as its comment
+# says), OpenMP for at::parallel_for.
 CFLAGS = ("-O3", "-fopenmp", "-ffp-contract=off", "-fno-trapping-math", "-fno-math-errno") + (
     # ATen's matrix transpose then takes FBGEMM's AVX2 / AVX-512 code, as inside PyTorch
     ("-DUSE_FBGEMM",) if "fbgemm" in torch.backends.quantized.supported_engines else ())
