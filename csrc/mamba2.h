@@ -1,7 +1,7 @@
-// Entry points of the Mamba2 CPU kernels: the elementwise parts of the chunked scan and the block's
-// gated norm, which PyTorch would run as several tensor-wide passes each (model/mamba2_native.py loads them,
-// model/ssd.py and model/mamba2.py call them when no gradient is needed; their PyTorch twins handle
-// the rest and are the tests' oracles). Floating tensors are float32, or bfloat16 where noted, and
+// Entry points of the Mamba2 CPU kernels: the chunked scan, the block's conv and gated norm, which
+// PyTorch would run as several tensor-wide passes each (model/mamba2_native.py loads them, model/ssd.py
+// and model/mamba2.py call them when no gradient is needed; their PyTorch twins handle the rest and
+// are the tests' oracles). Floating tensors are float32, or bfloat16 where noted, and
 // laid out as documented per function; the Python side guarantees it.
 #pragma once
 
@@ -17,14 +17,9 @@
 
 namespace mamba2 {
 
-// mamba2_state_passing.cpp
-std::tuple<at::Tensor, at::Tensor> state_passing(const at::Tensor& u, const at::Tensor& decay, const at::Tensor& s_in);
-
-// mamba2_chunk.cpp
-std::tuple<at::Tensor, at::Tensor> chunk_inputs(const at::Tensor& x, const at::Tensor& dt, const at::Tensor& a);
-at::Tensor chunk_scores(const at::Tensor& a, const at::Tensor& cb);
-void chunk_outputs(const at::Tensor& y_diag, const at::Tensor& y_off, const at::Tensor& a, const at::Tensor& x,
-                   const at::Tensor& D, const at::Tensor& y);
+// mamba2_scan.cpp
+void ssd_scan(const at::Tensor& x, const at::Tensor& dt, const at::Tensor& A, const at::Tensor& B, const at::Tensor& C,
+              const at::Tensor& D, int64_t groups, int64_t chunk, const at::Tensor& y);
 
 // mamba2_gated_norm.cpp
 at::Tensor gated_rms_norm(const at::Tensor& y, const at::Tensor& z, const at::Tensor& weight, int64_t groups,

@@ -4,11 +4,8 @@
 #include "mamba2.h"
 
 TORCH_LIBRARY(mamba2_cpu, m) {
-  m.def("state_passing", &mamba2::state_passing);
-  m.def("chunk_inputs", &mamba2::chunk_inputs);
-  m.def("chunk_scores", &mamba2::chunk_scores);
-  m.def("chunk_outputs(Tensor y_diag, Tensor y_off, Tensor a, Tensor x, Tensor D, Tensor(a!) y) -> ()",
-        &mamba2::chunk_outputs);
+  m.def("ssd_scan(Tensor x, Tensor dt, Tensor A, Tensor B, Tensor C, Tensor D, int groups, int chunk, Tensor(a!) y) -> ()",
+        &mamba2::ssd_scan);
   m.def("gated_rms_norm", &mamba2::gated_rms_norm);
   m.def("gated_rms_norm_add_reversed(Tensor(a!) out, Tensor y, Tensor z, Tensor weight, int groups, float eps) -> ()",
         &mamba2::gated_rms_norm_add_reversed);

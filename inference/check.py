@@ -94,6 +94,10 @@ def paths(model: LongLRM, device: torch.device, precision: Precision) -> list[tu
         out.append((f"SSD scan, {_count(sum(map(len, mamba.values())), 'Mamba2 block')}",
                     _path(blocker, "mamba_ssm mamba_chunk_scan_combined (CUDA kernel)", "pure-PyTorch chunk_scan",
                           config.mamba_backend)))
+        if device.type == "cpu":  # model.ssd._native_scan, without gradients
+            blocker = ssd.native_scan_blocker(dtype, config.mamba.d_state, config.mamba.cpu_chunk_size)
+            out.append((f"SSD chunk_scan, {_count(sum(map(len, mamba.values())), 'Mamba2 block')}",
+                        "native CPU kernel" if blocker is None else f"PyTorch ({blocker})"))
     for width, blocks in mamba.items():
         layer = blocks[0].mamba
         scan = layer.mamba_scans[0]

@@ -27,7 +27,6 @@ from pathlib import Path
 import torch
 
 from model.config import ModelConfig
-from model.ssd import _SLAB_ELEMENTS
 
 FLOAT = 4  # bytes of a float32 value: images, rays, the residual stream, Gaussians
 # Resident memory over live tensor bytes in a phase: measured 1.0-1.9 on reconstructions of 0.2-0.9 GB
@@ -68,13 +67,10 @@ def mamba_bytes(config: ModelConfig, width: int, length: int, act: int = FLOAT) 
     with the branch's activations `act` bytes each (2 in bfloat16) and the residual stream float32.
 
     Throughout the backward direction: the residual and its norm (in the branch's dtype), the input
-    projection (read in place by both directions), the forward direction's output. Then the scan
-    (model/ssd.py): the convolved x/B/C (contiguous, written by the native conv), float32 step sizes,
-    the scan's whole output (allocated first, each slab writes its part), and one slab's float32
-    cumulative decays and chunk intermediates, all alive when its outputs are written: the inputs
-    scaled by the step (as read within the chunk and as left in its final state), the q x q scores per
-    head, their product, the states each chunk produces and receives (d_state x inner per chunk) and
-    their readout.
+    projection (read in place by both directions), the forward direction's output. Then the scan's
+    inputs (the convolved x/B/C, contiguous, written by the native conv; float32 step sizes) and its
+    output. The native scan (model/ssd.py `_native_scan`) allocates nothing else but per-thread
+    buffers of a few MB (each head's state, one chunk's operands), left to WORKSPACE like oneDNN's.
     """
     m = config.mamba
     inner = m.expand * width
@@ -83,19 +79,7 @@ def mamba_bytes(config: ModelConfig, width: int, length: int, act: int = FLOAT) 
     projection = 2 * inner + 2 * m.ngroups * m.d_state + heads
     held = length * (FLOAT * width + act * (width + projection + inner))
     inputs = length * (act * conv + FLOAT * heads)
-
-    def in_slab(tokens: int, chunk: int) -> int:
-        """A slab of `tokens` in chunks of `chunk`."""
-        return (tokens * (FLOAT * heads + act * (4 * inner + heads * chunk))
-                + (tokens // chunk) * 2 * act * m.d_state * inner  # states produced and entering, per chunk
-                + 2 * FLOAT * m.d_state * inner)  # the float32 state entering and leaving the slab
-
-    # the slabs as model/ssd.py `_chunk_scan` cuts them: whole chunks, then a shorter remainder
-    q = min(m.cpu_chunk_size, length)
-    whole = length - length % q
-    slab = max(1, _SLAB_ELEMENTS // (inner * max(m.d_state, q))) * q
-    slabs = [in_slab(min(slab, whole), q)] + ([in_slab(length - whole, length - whole)] if whole < length else [])
-    return held + inputs + act * inner * length + max(slabs)
+    return held + inputs + act * inner * length
 
 
 def transformer_bytes(config: ModelConfig, width: int, act: int = FLOAT) -> int:

@@ -1,9 +1,9 @@
 """The Mamba2 CPU kernels of csrc/ (mamba2_*.cpp): compiled on first use, chosen per call, logged once.
 
-They do the elementwise parts of a Mamba2 block (the causal conv, around the scan's matmuls, its
-state passing, the gated RMSNorm) in one pass each, where PyTorch makes several tensor-wide passes;
-the matmuls stay with oneDNN. The same library holds the network's other elementwise kernels: the
-blocks' pre-norms and residual adds (norms.cpp, model/norms.py) and the Gaussian head's activation
+They run a Mamba2 block's causal conv and gated RMSNorm in one pass each, where PyTorch makes
+several tensor-wide passes, and its chunked scan in one kernel (small matrix products on PyTorch's
+brgemm micro-kernels, each head's state kept in cache). The same library holds the network's other
+kernels: the blocks' pre-norms and residual adds (norms.cpp, model/norms.py) and the Gaussian head's activation
 (gaussian_head.cpp). They have no backward: whenever a gradient is needed, or the tensors are not CPU
 float32 / bfloat16 ones, the PyTorch twin next to each call runs instead (the twins are also the
 tests' oracles).
@@ -20,12 +20,14 @@ from torch import Tensor
 from model.fast_path import log_choice
 from model.native_build import load_library
 
-SOURCES = ("mamba2_chunk.cpp", "mamba2_state_passing.cpp", "mamba2_gated_norm.cpp", "mamba2_conv.cpp",
+SOURCES = ("mamba2_scan.cpp", "mamba2_gated_norm.cpp", "mamba2_conv.cpp",
            "norms.cpp", "gaussian_head.cpp", "mamba2_ops.cpp")
 HEADERS = ("mamba2.h", "simd.h")
-# The rasterizer's flags: FMA only where the code asks for it (the state passing then rounds as
-# torch.addcmul does, bit for bit), OpenMP for at::parallel_for.
-CFLAGS = ("-O3", "-fopenmp", "-ffp-contract=off", "-fno-trapping-math", "-fno-math-errno")
+# The rasterizer's flags: FMA only where the code asks for it (so each loop rounds as its comment
+# says), OpenMP for at::parallel_for.
+CFLAGS = ("-O3", "-fopenmp", "-ffp-contract=off", "-fno-trapping-math", "-fno-math-errno") + (
+    # ATen's matrix transpose then takes FBGEMM's AVX2 / AVX-512 code, as inside PyTorch
+    ("-DUSE_FBGEMM",) if "fbgemm" in torch.backends.quantized.supported_engines else ())
 LDFLAGS = ("-fopenmp",)
 
 

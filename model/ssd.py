@@ -10,9 +10,10 @@ The scan, per head h (P channels) with a shared-per-group state input B_t and re
 `chunk_scan` computes the same thing in chunks of Q steps (Mamba2's "state space duality"):
 inside a chunk the map x -> y is a masked Q x Q matrix (a small attention), and only one state per
 chunk is carried across chunk boundaries. Almost all the work becomes batched matrix products,
-which is what a CPU does fast (in bfloat16 for bfloat16 inputs); the elementwise stages between them
-run as native CPU kernels when no gradient is needed (model/mamba2_native.py). Results do not depend
-on Q beyond float rounding.
+which is what a CPU does fast (in bfloat16 for bfloat16 inputs). Results do not depend on Q beyond
+float rounding. Without gradients on CPU, one native kernel runs the same chunked algebra head by
+head with each state kept in cache (csrc/mamba2_scan.cpp, `_native_scan`); the PyTorch code is its
+oracle and the path for training.
 
 `scan` chooses between mamba_ssm's fused kernel (CUDA tensors, when mamba_ssm imports) and
 `chunk_scan`, and logs the decision once.
@@ -20,6 +21,7 @@ on Q beyond float rounding.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -139,12 +141,8 @@ def state_passing(u: Tensor, decay: Tensor, s_in: Tensor) -> tuple[Tensor, Tenso
     float32 the decay across each chunk (per head), s_in [b, g, hg, p, n] float32. Returns
     (s_0 .. s_{c-1} stacked like u, in u's dtype; s_c in float32). The running state is float32
     whatever u's dtype (in bfloat16 its rounding would compound from chunk to chunk); only the stacked
-    copies the readout multiplies with are rounded. CPU tensors without gradients go to the native
-    kernel (csrc/mamba2_state_passing.cpp), bitwise equal to the PyTorch twin that handles the rest.
+    copies the readout multiplies with are rounded.
     """
-    ops = mamba2_native.kernels("SSD state passing", u, decay, s_in)
-    if ops is not None:
-        return ops.state_passing(u.contiguous(), decay.float().contiguous(), s_in.float().contiguous())
     return _StatePassing.apply(u, decay[..., None, None], s_in)
 
 
@@ -170,8 +168,54 @@ def chunk_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_siz
         x = x.to(mm_dtype)
         # B and C arrive as slices of a wider projection; contiguous copies (small: 2 * n values per token)
         # make the three matmuls that read them several times faster
-        y = _chunk_scan(x, dt, A.float(), B.to(mm_dtype).contiguous(), C.to(mm_dtype).contiguous(), D, chunk_size)
+        B, C = B.to(mm_dtype).contiguous(), C.to(mm_dtype).contiguous()
+        y = _native_scan(x, dt, A.float(), B, C, D, chunk_size)
+        if y is None:
+            y = _chunk_scan(x, dt, A.float(), B, C, D, chunk_size)
         return _skip_and_gate(y, x, None, z.to(mm_dtype) if z is not None else None).to(out_dtype)
+
+
+def _native_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None,
+                 chunk_size: int) -> Tensor | None:
+    """`_chunk_scan` by the native kernel (csrc/mamba2_scan.cpp), or None where it cannot run: gradients
+    needed, not CPU float32 / bfloat16 tensors, or `native_scan_blocker`. Same arguments and result."""
+    b, l, h, p = x.shape
+    blocker = native_scan_blocker(x.dtype, B.shape[-1], chunk_size) if x.device.type == "cpu" else None
+    if blocker is not None:
+        log_choice("model.ssd", f"SSD chunk_scan: PyTorch ({blocker})")
+        return None
+    ops = mamba2_native.kernels("SSD chunk_scan", x, dt, B, C, A, *([D] if D is not None else []))
+    if ops is None:
+        return None
+    D = (D.float()[:, None] if D.dim() == 1 else D.float()).expand(h, p).contiguous() if D is not None \
+        else x.new_zeros(h, p, dtype=torch.float32)
+    y = x.new_empty(b, l, h * p)
+    ops.ssd_scan(x.flatten(2).contiguous(), dt.contiguous(), A.contiguous(), B.flatten(2), C.flatten(2), D,
+                 B.shape[2], chunk_size, y)
+    return y.unflatten(-1, (h, p))
+
+
+def native_scan_blocker(dtype: torch.dtype, d_state: int, chunk_size: int) -> str | None:
+    """Why the native CPU scan cannot take a scan of this dtype, state size and chunk, or None
+    (tensors off the CPU, gradients, or no native kernels at all: see mamba2_native.kernels)."""
+    if dtype == torch.bfloat16 and (d_state % 2 or chunk_size % 2):
+        return f"d_state {d_state} and chunk {chunk_size} must be even for bfloat16 products"
+    return _micro_kernel_blocker(dtype)
+
+
+@functools.cache
+def _micro_kernel_blocker(dtype: torch.dtype) -> str | None:
+    """Why the native scan cannot run in `dtype` on this CPU (PyTorch's brgemm micro-kernels raise:
+    float32 needs AVX2, bfloat16 AVX-512), or None: found by running it once on a few values."""
+    ops = mamba2_native._library()
+    if ops is None or dtype not in (torch.float32, torch.bfloat16):
+        return None  # (`kernels` gives the reason)
+    x = torch.ones(1, 4, 2, dtype=dtype)
+    try:
+        ops.ssd_scan(x, torch.ones(1, 4, 1), -torch.ones(1), x, x, torch.ones(1, 2), 1, 2, torch.empty_like(x))
+    except RuntimeError as err:
+        return f"this CPU's matrix micro-kernels do not take {str(dtype).removeprefix('torch.')}: {err}"
+    return None
 
 
 # Elements per slab. The sequence is processed a slab at a time so every intermediate stays a few MB:
@@ -254,17 +298,12 @@ def _slab_scan(x: Tensor, dt: Tensor, a_cum: Tensor, B: Tensor, C: Tensor, D: Te
     return state
 
 
-# The elementwise stages of a slab. Each runs as one native pass on CPU without gradients
-# (csrc/mamba2_chunk.cpp: float32 arithmetic, outputs rounded once) and as the PyTorch code below
-# otherwise (its bfloat16 products are rounded one by one). Products are taken between tensors of
-# one dtype: mixed-dtype elementwise ops run unvectorised.
+# The elementwise stages of a slab (bfloat16 products rounded one by one). Products are taken
+# between tensors of one dtype: mixed-dtype elementwise ops run unvectorised.
 
 def _chunk_inputs(x: Tensor, dt: Tensor, a_cum: Tensor) -> tuple[Tensor, Tensor]:
     """x [b, c, q, h, p], dt and a_cum [b, c, q, h] -> (x * dt as [b, c, h, q, p], what each step
     injects; x * dt * exp(a_last - a) as [b, c, h, p, q], what it leaves in the chunk's final state)."""
-    ops = mamba2_native.kernels("SSD chunk stages", x, dt, a_cum)
-    if ops is not None:
-        return ops.chunk_inputs(x.flatten(1, 2).flatten(2), dt.contiguous(), a_cum.contiguous())
     x_dt = x * dt[..., None].to(x.dtype)
     x_end = x_dt * _decay(a_cum[:, :, -1:] - a_cum)[..., None].to(x.dtype)
     return x_dt.transpose(2, 3), x_end.permute(0, 1, 3, 4, 2).contiguous()
@@ -273,9 +312,6 @@ def _chunk_inputs(x: Tensor, dt: Tensor, a_cum: Tensor) -> tuple[Tensor, Tensor]
 def _chunk_scores(a_cum: Tensor, cb: Tensor) -> Tensor:
     """a_cum [b, c, q, h], cb = C . B [b, c, g, q, q] -> scores [b, c, h, q, q] in cb's dtype:
     exp(a_l - a_s) (C_l . B_s) for s <= l, 0 above the diagonal."""
-    ops = mamba2_native.kernels("SSD chunk stages", cb, a_cum)
-    if ops is not None:
-        return ops.chunk_scores(a_cum.contiguous(), cb.contiguous())
     b, c, q, h = a_cum.shape
     g = cb.shape[2]
     # The mask zeroes cb above the diagonal, where a_l - a_s >= 0 is clamped to 0 so exp stays
@@ -288,12 +324,6 @@ def _chunk_scores(a_cum: Tensor, cb: Tensor) -> Tensor:
 
 def _chunk_outputs(y_diag: Tensor, y_off: Tensor, a_cum: Tensor, x: Tensor, D: Tensor | None, y: Tensor) -> None:
     """y [b, c, q, h, p] = y_diag [b, c, h, q, p] + exp(a_cum) y_off [b, c, h, p, q] + D [h, p] x [b, c, q, h, p]."""
-    ops = mamba2_native.kernels("SSD chunk stages", y_diag, y_off, a_cum, x, *([D] if D is not None else []))
-    if ops is not None:
-        D = D.contiguous() if D is not None else a_cum.new_zeros(x.shape[-2:])
-        ops.chunk_outputs(y_diag.contiguous(), y_off.contiguous(), a_cum.contiguous(), x.flatten(1, 2).flatten(2), D,
-                          y.flatten(1, 2).flatten(2))
-        return
     # (operands made contiguous first: a transposed operand sends addcmul down a slow strided path)
     y_sum = torch.addcmul(y_diag.transpose(2, 3).contiguous(), y_off.permute(0, 1, 4, 2, 3).contiguous(),
                           _decay(a_cum)[..., None].to(x.dtype))

@@ -88,6 +88,8 @@ def test_reported_paths_are_the_ones_a_run_takes(precision_name, caplog, monkeyp
                          precision)
     ssd_line = next(path for op, path in reported.items() if op.startswith("SSD scan"))
     assert ran["SSD scan"] == [ssd_line]
+    chunks_line = next(path for op, path in reported.items() if op.startswith("SSD chunk_scan"))
+    assert ran["SSD chunk_scan"] == [chunks_line] == ["native CPU kernel"]
     conv_lines = {path for op, path in reported.items() if op.startswith("causal conv1d")}
     assert set(ran["causal conv1d"]) == conv_lines
     attention_lines = {path for op, path in reported.items() if op.startswith("attention")}

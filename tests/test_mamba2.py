@@ -322,7 +322,9 @@ def test_bimamba_native_path_matches_the_pytorch_path(dtype, preset_name, width,
     assert "causal conv1d: PyTorch (gradients needed)" in messages
     assert "causal conv1d: native CPU kernel" in messages
     if dtype == torch.float32:
-        torch.testing.assert_close(native, torch_path, rtol=1e-5, atol=1e-5)
+        # (the native scan sums its products in another order: outputs near zero differ by a few
+        # float32 roundings of the terms, which reach ~10 here)
+        torch.testing.assert_close(native, torch_path, rtol=1e-5, atol=3e-5)
     else:
         assert relative_error(native, torch_path) < 1e-2  # both about 6e-3 from float32
         assert relative_error(native, reference) <= 1.05 * relative_error(torch_path, reference)

@@ -26,109 +26,101 @@ def rounding(dtype: torch.dtype) -> float:
     return 2.0**-8 if dtype == torch.bfloat16 else 1e-5
 
 
-# --- state passing: s_0 = s_in, s_{k+1} = decay_k s_k + u_k -------------------------------------
+# --- the chunked scan (csrc/mamba2_scan.cpp) -----------------------------------------------------
 
-def state_passing_inputs(dtype, b=2, c=5, g=2, n=3, hg=4, p=7, seed=0):
+def scan_inputs(b, l, h, p, g, n, dt_scale=1.0, seed=0):
+    """Scan inputs (dt already softplus'd) with A in [-16, -1] as at init; x, B, C in the layouts the
+    block hands over (x rows h * p wide, B and C [b, l, g * n])."""
     gen = torch.Generator().manual_seed(seed)
-    u = torch.randn(b, c, g, hg, p, n, generator=gen).to(dtype)
-    decay = torch.rand(b, c, g, hg, generator=gen)
-    s_in = torch.randn(b, g, hg, p, n, generator=gen)
-    return u, decay, s_in
+    x = torch.randn(b, l, h * p, generator=gen)
+    dt = F.softplus(torch.randn(b, l, h, generator=gen) - 1.0) * dt_scale
+    A = -torch.empty(h).uniform_(1.0, 16.0, generator=gen)
+    B, C = (torch.randn(b, l, g * n, generator=gen) / n**0.5 for _ in range(2))
+    D = torch.randn(h, p, generator=gen)
+    return x, dt, A, B, C, D
+
+
+def recurrence(x, dt, A, B, C, D, h, g):
+    """The float64 time-step recurrence (model/ssd.py `chunk_scan_ref`) on the same values, and the
+    same on magnitudes, which bounds the sum of the magnitudes of each output's terms."""
+    b, l, _ = x.shape
+    split = (lambda t, k: t.double().unflatten(-1, (k, -1)))
+
+    def run(x, B, C, D):
+        return ssd.chunk_scan_ref(split(x, h), dt.double(), A.double(), split(B, g), split(C, g),
+                                  D=D.double()).flatten(-2)
+    return run(x, B, C, D), run(x.abs(), B.abs(), C.abs(), D.abs())
+
+
+# (b, l, h, p, g, n, chunk): the `tiny` and `small` presets' scans, two groups, a final partial chunk,
+# a sequence shorter than one chunk, head widths that are no multiple of the vector length.
+SCAN_SHAPES = [(1, 64, 2, 16, 1, 16, 32), (2, 77, 4, 8, 2, 6, 16), (1, 130, 8, 32, 1, 64, 64),
+               (2, 5, 3, 10, 1, 4, 8), (1, 96, 4, 24, 2, 10, 16)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_state_passing_matches_the_recurrence_and_its_twin_bit_for_bit(dtype):
-    u, decay, s_in = state_passing_inputs(dtype)
-    states, s_out = ops().state_passing(u, decay, s_in)
-    c = u.shape[1]
-    twin_states, twin_out = ssd._StatePassing.apply(u, decay[..., None, None], s_in)
-    assert states.dtype == dtype and s_out.dtype == torch.float32
-    assert torch.equal(states, twin_states) and torch.equal(s_out, twin_out)
-    s = s_in.double()
-    for k in range(c):
-        torch.testing.assert_close(states[:, k].double(), s, rtol=rounding(dtype), atol=1e-6)
-        s = decay[:, k, :, :, None, None].double() * s + u[:, k].double()
-    torch.testing.assert_close(s_out.double(), s, rtol=1e-6, atol=1e-6)
+@pytest.mark.parametrize("shape", SCAN_SHAPES)
+@pytest.mark.parametrize("dt_scale", [0.2, 1.0, 8.0])
+def test_scan_kernel_matches_the_recurrence(dtype, shape, dt_scale):
+    """dt_scale sets the decay regime: 0.2 decays so slowly that a state's scale must be reset on the
+    way, 8 so fast that many chunks take the per-head scores (log-decay below -60 within a chunk).
+    float32: the recurrence's values to float32 rounding (exp arguments reach ~-500: 500 * 2^-24
+    relative); bfloat16: operands rounded once each, an output's error below a few roundings
+    (2^-9) of the magnitude of its terms (the terms cancel, so relative error per output would not do)."""
+    b, l, h, p, g, n, chunk = shape
+    x, dt, A, B, C, D = scan_inputs(b, l, h, p, g, n, dt_scale)
+    x, B, C = x.to(dtype), B.to(dtype), C.to(dtype)
+    y = torch.full_like(x, 7.0)
+    ops().ssd_scan(x, dt, A, B, C, D, g, chunk, y)
+    want, size = recurrence(x, dt, A, B, C, D, h, g)
+    error = (y.double() - want).abs()
+    allowed = (4 * 2.0**-9 if dtype == torch.bfloat16 else 3e-5) * size + 1e-30
+    assert (error <= allowed).all(), f"worst error / allowed {(error / allowed).max():.3f}"
+    if dtype == torch.bfloat16:
+        assert error.max() > 2.0**-10 * size.mean()  # bfloat16 products really ran
 
 
-def test_state_passing_keeps_nan_and_a_float32_carry():
-    u, decay, s_in = state_passing_inputs(torch.bfloat16, c=40)
-    u[0, 3, 1, 2, 5, 0] = float("nan")
-    decay.fill_(1.0)  # no decay: bfloat16 rounding of a carried state would compound over 40 chunks
-    s_in.fill_(1.0)
-    u[~u.isnan()] = 2.0**-10  # below half a bfloat16 step of 1: a bfloat16 carry would never move
-    states, s_out = ops().state_passing(u, decay, s_in)
-    assert states[0, 4:, 1, 2, 5, 0].isnan().all() and s_out[0, 1, 2, 5, 0].isnan()
-    assert states.isnan().sum() == 40 - 4 and s_out.isnan().sum() == 1  # no other value touched
-    torch.testing.assert_close(s_out[1], torch.full_like(s_out[1], 1 + 40 * 2.0**-10))
-
-
-# --- the elementwise stages of a slab of the chunked scan --------------------------------------
-
-def slab_inputs(dtype, b=2, c=3, q=8, h=4, p=5, g=2, seed=0):
-    """Inputs as _slab_scan has them: x a strided slice of a wider projection, a non-increasing
-    log-decay a (cumulative dt * A with A < 0) reaching below -87 so exp underflows somewhere."""
-    gen = torch.Generator().manual_seed(seed)
-    wide = torch.randn(b, c * q, h * p + 11, generator=gen).to(dtype)
-    x = wide[..., 3:3 + h * p].unflatten(-1, (h, p)).unflatten(1, (c, q))  # [b, c, q, h, p], strided
-    dt = torch.rand(b, c, q, h, generator=gen) * 2
-    a = torch.cumsum(-dt * torch.linspace(1, 16, h), dim=2)
-    cb = torch.randn(b, c, g, q, q, generator=gen).to(dtype)
-    return x, dt, a, cb
+def test_scan_kernel_reads_strided_rows_and_writes_only_its_output():
+    b, l, h, p, g, n = 2, 40, 4, 8, 2, 6
+    x, dt, A, B, C, D = scan_inputs(b, l, h, p, g, n)
+    wide = torch.randn(b, l, h * p + 2 * g * n + 9)  # x, B and C as slices of one wider tensor
+    wide[..., 5:5 + h * p] = x
+    bc = torch.randn(b, l, 2, g * n + 3)  # B and C with equal strides
+    bc[:, :, 0, :g * n], bc[:, :, 1, :g * n] = B, C
+    out = torch.full((b, l, h * p + 4), 7.0)
+    ops().ssd_scan(wide[..., 5:5 + h * p], dt, A, bc[:, :, 0, :g * n], bc[:, :, 1, :g * n], D, g, 8,
+                   out[..., 2:2 + h * p])
+    want, _ = recurrence(x, dt, A, B, C, D, h, g)
+    torch.testing.assert_close(out[..., 2:2 + h * p].double(), want, rtol=3e-5, atol=3e-5)
+    assert (out[..., :2] == 7).all() and (out[..., 2 + h * p:] == 7).all()
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_chunk_stages_compute_their_formulas(dtype):
-    x, dt, a, cb = slab_inputs(dtype)
-    b, c, q, h, p = x.shape
-    g = cb.shape[2]
-    X, T, A, CB = x.double(), dt.double(), a.double(), cb.double()
-    x_dt, x_end = ops().chunk_inputs(x.flatten(1, 2).flatten(2), dt, a)
-    assert x_dt.dtype == x_end.dtype == dtype and x_dt.shape == (b, c, h, q, p) and x_end.shape == (b, c, h, p, q)
-    want = X * T[..., None]  # [b, c, q, h, p]
-    torch.testing.assert_close(x_dt.double(), want.transpose(2, 3), rtol=rounding(dtype), atol=1e-30)
-    want = want * torch.exp(A[:, :, -1:] - A)[..., None]
-    torch.testing.assert_close(x_end.double(), want.permute(0, 1, 3, 4, 2), rtol=rounding(dtype), atol=1e-30)
-
-    scores = ops().chunk_scores(a, cb)
-    seg = A.transpose(2, 3)[..., :, None] - A.transpose(2, 3)[..., None, :]  # [b, c, h, q, q]
-    want = torch.exp(seg.clamp(max=0)) * CB.repeat_interleave(h // g, dim=2) * torch.ones(q, q).tril().double()
-    assert scores.dtype == dtype
-    torch.testing.assert_close(scores.double(), want, rtol=rounding(dtype), atol=1e-30)
-    assert torch.equal(scores.triu(1), torch.zeros_like(scores))  # masked entries exactly zero
-
-    y_diag = torch.randn(b, c, h, q, p).to(dtype)
-    y_off = torch.randn(b, c, h, p, q).to(dtype)
-    D = torch.randn(h, p)
-    whole = torch.full((b, c * q + 3, h * p), 7.0, dtype=dtype)  # the slab's outputs go into a part of it
-    ops().chunk_outputs(y_diag, y_off, a, x.flatten(1, 2).flatten(2), D, whole[:, 2:2 + c * q])
-    y = whole[:, 2:2 + c * q].unflatten(-1, (h, p)).unflatten(1, (c, q))  # [b, c, q, h, p]
-    terms = [y_diag.double().transpose(2, 3), torch.exp(A)[..., None] * y_off.double().permute(0, 1, 4, 2, 3),
-             D.double() * X]
-    size = sum(t.abs() for t in terms)  # the sum's terms may cancel: bound the error by their sizes
-    assert ((y.double() - sum(terms)).abs() <= rounding(dtype) * size + 1e-30).all()
-    assert (whole[:, :2] == 7).all() and (whole[:, 2 + c * q:] == 7).all()  # nothing written outside it
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_chunk_stages_agree_with_their_twins(dtype, monkeypatch):
-    """Same stages through ssd's helpers with the kernels and without: float32 rounding apart, or
-    a few bfloat16 roundings (the twins round after every operation, the kernels once)."""
-    x, dt, a, cb = slab_inputs(dtype)
-    b, c, q, h, p = x.shape
-    y_diag, y_off, D = torch.randn(b, c, h, q, p).to(dtype), torch.randn(b, c, h, p, q).to(dtype), torch.randn(h, p)
-
-    def stages():
-        y = torch.empty(b, c * q + 1, h, p, dtype=dtype)[:, 1:].unflatten(1, (c, q))  # a view, as _slab_scan gives
-        ssd._chunk_outputs(y_diag, y_off, a, x, D, y)
-        return (*ssd._chunk_inputs(x, dt, a), ssd._chunk_scores(a, cb), y)
-
-    native = stages()
+def test_scan_kernel_agrees_with_the_pytorch_chunks(dtype, monkeypatch):
+    """chunk_scan through the kernel and through its PyTorch twin (same chunk), as the model calls
+    it: float32 to rounding; bfloat16 to a few roundings (the twin rounds scores, states and readout
+    once more each)."""
+    x, dt, A, B, C, D = scan_inputs(2, 150, 4, 16, 2, 32)
+    args = (x.unflatten(-1, (4, 16)).to(dtype), dt, A, B.unflatten(-1, (2, 32)).to(dtype),
+            C.unflatten(-1, (2, 32)).to(dtype), 32)
+    native = ssd.chunk_scan(*args, D=D)
     monkeypatch.setattr(mamba2_native, "_library", lambda: None)
-    twin = stages()
-    tol = dict(rtol=4 * rounding(dtype), atol=1e-5 if dtype == torch.float32 else 2.0**-6)
-    for got, want in zip(native, twin):
-        torch.testing.assert_close(got.float(), want.float(), **tol)
+    twin = ssd.chunk_scan(*args, D=D)
+    scale = twin.float().abs().mean()
+    tol = 1e-5 if dtype == torch.float32 else 2.0**-6
+    torch.testing.assert_close(native.float(), twin.float(), rtol=tol, atol=tol * scale)
+
+
+def test_bfloat16_scans_with_odd_sizes_take_the_pytorch_chunks(caplog, monkeypatch):
+    monkeypatch.setattr(fast_path, "_reported", set())
+    x, dt, A, B, C, D = scan_inputs(1, 20, 2, 4, 1, 5)
+    args = (x.unflatten(-1, (2, 4)).bfloat16(), dt, A, B.unflatten(-1, (1, 5)).bfloat16(),
+            C.unflatten(-1, (1, 5)).bfloat16(), 8)
+    with caplog.at_level(logging.INFO, logger="model.ssd"):
+        y = ssd.chunk_scan(*args, D=D)
+    assert "SSD chunk_scan: PyTorch (d_state 5 and chunk 8 must be even for bfloat16 products)" in caplog.messages
+    want, size = recurrence(*(t.float() for t in (x.bfloat16(), dt, A, B.bfloat16(), C.bfloat16(), D)), 2, 1)
+    assert ((y.flatten(-2).double() - want).abs() <= 8 * 2.0**-9 * size + 1e-30).all()
 
 
 # --- the gated RMSNorm -------------------------------------------------------------------------
@@ -155,7 +147,7 @@ def test_gated_rms_norm_computes_its_formula(dtype, groups):
 
 def test_the_twins_run_when_gradients_are_needed_or_the_dtype_is_other(caplog, monkeypatch):
     monkeypatch.setattr(fast_path, "_reported", set())
-    u, decay, s_in = state_passing_inputs(torch.float32)
+    u, decay = torch.randn(2, 3, 4), torch.rand(2, 3)
     with caplog.at_level(logging.INFO, logger="model.mamba2"):
         assert mamba2_native.kernels("stage", u, decay) is not None
         assert mamba2_native.kernels("stage", u.requires_grad_(), decay) is None
