@@ -1,0 +1,289 @@
+// Full (non-causal) softmax attention forward on CPU, float32 or bfloat16, without gradients
+// (model/transformer.py calls it for inference; `attention_ref` there is the oracle):
+//   out[b, i, h] = sum_j softmax_j(q[b, i, h] . k[b, j, h] / sqrt(d)) v[b, j, h]
+// Flash-attention's order: per query row a running maximum and sum over blocks of keys, the scores
+// of one block computed, exponentiated, and multiplied into the output accumulator before the
+// next, so the L x L scores never exist. The products run on oneDNN's batch-reduce GEMM
+// micro-kernels (at::native::cpublas::brgemm: AMX tiles or AVX-512 for bfloat16, AVX2 / AVX-512
+// FMA for float32); the softmax between them is AVX-512 code here.
+//
+// Where the time goes (bfloat16, head dim 64): the two products cost 4 d = 256 FLOP per score,
+// about 0.25 ns on one AMX core, so the softmax per score (maximum, exp, sum, bfloat16 rounding)
+// has to cost about as little. Hence:
+// - each head's keys (transposed) and values are packed into the micro-kernel's layout once, for
+//   all query blocks, rather than once per query block;
+// - the scale 1/sqrt(d) and the change to base 2 are one fused multiply-add on the float32 score
+//   (exp(s / sqrt(d) - m) = 2^(s c - m c), c = log2(e) / sqrt(d)), q is read in place unscaled;
+// - 2^x as 2^round(x) * p(x - round(x)) (vscalefps): a degree-4 polynomial (2.7e-6 relative)
+//   where the result is rounded to bfloat16 anyway (2^-9), degree 6 (1e-7, float32 rounding) in
+//   float32;
+// - the accumulator is rescaled only for the rows whose running maximum grew;
+// - a task (batch, head, `kTile` query rows) holds `kTile / kRows` query blocks, which all use one
+//   key block while it is in cache.
+// As in torch's CPU flash kernel, the bfloat16 products take bfloat16 operands (the exponentials
+// rounded to bfloat16 before the second product, their sum kept in float32) and accumulate in
+// float32; the output is the float32 accumulator over the sum, rounded once.
+#include <ATen/Parallel.h>
+#include <ATen/native/CPUBlas.h>
+#include <ATen/ops/empty.h>
+#include <c10/util/Exception.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+#include "mamba2.h"
+
+namespace mamba2 {
+namespace {
+
+namespace cpublas = at::native::cpublas;
+
+// Block sizes: query rows per product, keys per block, query rows per task (measured at the paper's
+// shapes, bench/bench_attention.py).
+struct Blocks {
+  int64_t rows, keys, tile;
+};
+
+Blocks blocks_for(bool /*bf16*/) {
+  Blocks b{64, 256, 256};
+  return b;
+}
+constexpr int64_t kMaxHeadDim = 256;
+
+#if defined(__x86_64__)
+#define ATTN_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma")))
+
+// 2^x for x <= ~0 (16 lanes): 2^n p(f), n = round(x), f = x - n in [-1/2, 1/2], p a polynomial
+// fitted to 2^f by minimising the relative error (near-minimax, on Chebyshev nodes): kDegree 4,
+// 2.7e-6 at most, or kDegree 6, 1e-7 (float32 rounding). Very negative x gives 0.
+template <int kDegree>
+ATTN_TARGET inline __m512 exp2_poly(__m512 x) {
+  const __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512 f = _mm512_sub_ps(x, n);
+  __m512 p;
+  if constexpr (kDegree == 4) {
+    p = _mm512_fmadd_ps(_mm512_set1_ps(0.009570101276040077f), f, _mm512_set1_ps(0.05591785907745361f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.240247443318367f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.6931217908859253f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.9999992847442627f));
+  } else {
+    p = _mm512_fmadd_ps(_mm512_set1_ps(0.00015345810970757157f), f, _mm512_set1_ps(0.0013399930903688073f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.009618489071726799f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.05550328642129898f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.24022646248340607f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.6931471824645996f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.f));
+  }
+  return _mm512_scalef_ps(p, n);
+}
+
+inline __mmask16 tail_mask(int64_t count) { return static_cast<__mmask16>((1u << count) - 1u); }
+
+// Scale n values of an accumulator row.
+ATTN_TARGET inline void scale_row(float* o, int64_t n, float alpha) {
+  const __m512 a = _mm512_set1_ps(alpha);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(o + i, _mm512_mul_ps(_mm512_loadu_ps(o + i), a));
+  if (i < n) {
+    const __mmask16 m = tail_mask(n - i);
+    _mm512_mask_storeu_ps(o + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, o + i), a));
+  }
+}
+
+// Stores 16 (or `m` of them) float32 values as T.
+ATTN_TARGET inline void store(float* p, __m512 x) { _mm512_storeu_ps(p, x); }
+ATTN_TARGET inline void store(at::BFloat16* p, __m512 x) {
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(x)));
+}
+ATTN_TARGET inline void store(float* p, __m512 x, __mmask16 m) { _mm512_mask_storeu_ps(p, m, x); }
+ATTN_TARGET inline void store(at::BFloat16* p, __m512 x, __mmask16 m) {
+  _mm256_mask_storeu_epi16(p, m, reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(x)));
+}
+
+// One block of scores for `rows` query rows: s [rows, n] (row stride `stride`) -> p (row stride
+// `stride`, T), with the running maxima m (of the raw scores), sums l and accumulator rows o [rows, d]
+// updated for it; `first` starts them. In float32, p may be s itself.
+template <typename T>
+ATTN_TARGET void softmax_block(const float* s, T* p, float* o, float* m, float* l, int64_t rows, int64_t n,
+                               int64_t stride, int64_t d, float c, bool first) {
+  constexpr int kDegree = std::is_same_v<T, float> ? 6 : 4;
+  const int64_t full = n / 16 * 16;
+  const __mmask16 tail = tail_mask(n - full);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* sr = s + r * stride;
+    T* pr = p + r * stride;
+    __m512 vmax = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+    for (int64_t i = 0; i < full; i += 16) vmax = _mm512_max_ps(vmax, _mm512_loadu_ps(sr + i));
+    if (full < n) vmax = _mm512_mask_max_ps(vmax, tail, vmax, _mm512_maskz_loadu_ps(tail, sr + full));
+    const float block_max = _mm512_reduce_max_ps(vmax);
+    float m_new = block_max, sum = 0.f;
+    if (first) {
+      m[r] = m_new;
+    } else if (block_max > m[r]) {
+      const float alpha = exp2f((m[r] - block_max) * c);
+      scale_row(o + r * d, d, alpha);
+      l[r] *= alpha;
+      m[r] = block_max;
+    } else {
+      m_new = m[r];
+    }
+    const __m512 vc = _mm512_set1_ps(c), vneg = _mm512_set1_ps(-m_new * c);
+    __m512 vsum = _mm512_setzero_ps();
+    for (int64_t i = 0; i < full; i += 16) {
+      const __m512 e = exp2_poly<kDegree>(_mm512_fmadd_ps(_mm512_loadu_ps(sr + i), vc, vneg));
+      vsum = _mm512_add_ps(vsum, e);
+      store(pr + i, e);
+    }
+    if (full < n) {
+      const __m512 e = exp2_poly<kDegree>(_mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, sr + full), vc, vneg));
+      vsum = _mm512_add_ps(vsum, _mm512_maskz_mov_ps(tail, e));
+      store(pr + full, e, tail);
+    }
+    sum = _mm512_reduce_add_ps(vsum);
+    l[r] = first ? sum : l[r] + sum;
+    if constexpr (!std::is_same_v<T, float>)
+      if (n % 2) pr[n] = at::BFloat16(0.f);  // the pair partner of the last key (VNNI pairs keys)
+  }
+}
+
+// out row = o row / l, as T.
+template <typename T>
+ATTN_TARGET void finish_row(const float* o, float l, T* out, int64_t d) {
+  const __m512 inv = _mm512_set1_ps(1.f / l);
+  int64_t i = 0;
+  for (; i + 16 <= d; i += 16) store(out + i, _mm512_mul_ps(_mm512_loadu_ps(o + i), inv));
+  if (i < d) {
+    const __mmask16 m = tail_mask(d - i);
+    store(out + i, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, o + i), inv), m);
+  }
+}
+#endif
+
+// q, k, v [B, L, H, d] (channels contiguous, rows `*_row` elements apart) as raw pointers and strides.
+struct Operand {
+  const void* data;
+  int64_t batch, row, head;
+  template <typename T>
+  const T* at(int64_t b, int64_t i, int64_t h) const {
+    return static_cast<const T*>(data) + b * batch + i * row + h * head;
+  }
+  static Operand of(const at::Tensor& t) { return {t.data_ptr(), t.stride(0), t.stride(1), t.stride(2)}; }
+};
+
+// Packs each (batch, head, key block) of k and v for the products: in bfloat16 k transposed in
+// VNNI pairs of channels, [d / 2][keys][2], and v in VNNI pairs of keys, [keys / 2][d][2] (keys past
+// L zero, so an odd last block pairs with zeros); in float32 k transposed, [d][keys] (v is read in
+// place). One block of both is `block_elems` values at `packed + index * block_elems`.
+template <typename T>
+void pack(const Operand& k, const Operand& v, T* packed, int64_t B, int64_t L, int64_t H, int64_t d, int64_t keys,
+          int64_t blocks, int64_t block_elems) {
+  at::parallel_for(0, B * H * blocks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t index = begin; index < end; ++index) {
+      const int64_t b = index / (H * blocks), h = index / blocks % H, j0 = index % blocks * keys;
+      const int64_t n = std::min(keys, L - j0);
+      T* kp = packed + index * block_elems;
+      if constexpr (std::is_same_v<T, float>) {
+        for (int64_t j = 0; j < n; ++j) {
+          const float* kr = k.at<float>(b, j0 + j, h);
+          for (int64_t ch = 0; ch < d; ++ch) kp[ch * keys + j] = kr[ch];
+        }
+      } else {
+        // Channel pairs of k as 32-bit words: a transpose of [n][d / 2] words.
+        auto* kw = reinterpret_cast<uint32_t*>(kp);
+        for (int64_t j = 0; j < n; ++j) {
+          const T* kr = k.at<T>(b, j0 + j, h);
+          for (int64_t pair = 0; pair < d / 2; ++pair) std::memcpy(kw + pair * keys + j, kr + 2 * pair, 4);
+        }
+        T* vp = kp + d * keys;
+        std::memset(static_cast<void*>(vp), 0, sizeof(T) * keys * d);
+        for (int64_t j = 0; j < n; ++j) {
+          const T* vr = v.at<T>(b, j0 + j, h);
+          T* dst = vp + (j / 2) * 2 * d + j % 2;
+          for (int64_t ch = 0; ch < d; ++ch) dst[2 * ch] = vr[ch];
+        }
+      }
+    }
+  });
+}
+
+#if defined(__x86_64__)
+template <typename T>
+void run(const Operand& q, const Operand& k, const Operand& v, T* out, int64_t B, int64_t L, int64_t H, int64_t d) {
+  constexpr bool kVnni = !std::is_same_v<T, float>;
+  const Blocks bs = blocks_for(kVnni);
+  const int64_t keys = bs.keys, blocks = (L + keys - 1) / keys;
+  const int64_t block_elems = kVnni ? 2 * keys * d : keys * d;
+  std::vector<T> packed(B * H * blocks * block_elems);
+  pack(k, v, packed.data(), B, L, H, d, keys, blocks, block_elems);
+  const int64_t tiles = (L + bs.tile - 1) / bs.tile;
+  const float c = static_cast<float>(M_LOG2E / std::sqrt(static_cast<double>(d)));
+  at::parallel_for(0, B * H * tiles, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> s(bs.rows * keys), o(bs.tile * d), m(bs.tile), l(bs.tile);
+    std::vector<T> p(kVnni ? bs.rows * keys : 0);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t b = task / (H * tiles), h = task / tiles % H, i0 = task % tiles * bs.tile;
+      const int64_t rows = std::min(bs.tile, L - i0);
+      for (int64_t block = 0; block < blocks; ++block) {
+        const int64_t j0 = block * keys, n = std::min(keys, L - j0);
+        const T* kp = packed.data() + ((b * H + h) * blocks + block) * block_elems;
+        for (int64_t r0 = 0; r0 < rows; r0 += bs.rows) {
+          const int64_t mr = std::min(bs.rows, rows - r0);
+          float *orow = o.data() + r0 * d, *mrow = m.data() + r0, *lrow = l.data() + r0;
+          cpublas::brgemm(mr, n, d, q.row, keys, keys, false, q.at<T>(b, i0 + r0, h), kp, s.data(), kVnni);
+          if constexpr (kVnni) {
+            softmax_block(s.data(), p.data(), orow, mrow, lrow, mr, n, keys, d, c, block == 0);
+            cpublas::brgemm(mr, d, n + n % 2, keys, d, d, block > 0, p.data(), kp + d * keys, orow, true);
+          } else {
+            softmax_block(s.data(), s.data(), orow, mrow, lrow, mr, n, keys, d, c, block == 0);
+            cpublas::brgemm(mr, d, n, keys, v.row, d, block > 0, s.data(), v.at<float>(b, j0, h), orow, false);
+          }
+        }
+      }
+      for (int64_t r = 0; r < rows; ++r) finish_row(o.data() + r * d, l[r], out + ((b * L + i0 + r) * H + h) * d, d);
+    }
+    cpublas::brgemm_release(kVnni);
+  });
+}
+#endif
+
+}  // namespace
+
+// q, k, v [B, L, H, d], one dtype (float32 or bfloat16), channels contiguous, any other strides;
+// d even, at most 256. Returns out [B, L, H, d] contiguous.
+at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+  TORCH_CHECK(q.dim() == 4 && q.sizes() == k.sizes() && q.sizes() == v.sizes(), "attention: q, k, v must be [B, L, H, d]");
+  TORCH_CHECK(q.scalar_type() == k.scalar_type() && q.scalar_type() == v.scalar_type(), "attention: mixed dtypes");
+  TORCH_CHECK(q.stride(3) == 1 && k.stride(3) == 1 && v.stride(3) == 1, "attention: channels must be contiguous");
+  const int64_t B = q.size(0), L = q.size(1), H = q.size(2), d = q.size(3);
+  TORCH_CHECK(q.scalar_type() == at::kFloat || q.scalar_type() == at::kBFloat16, "attention: float32 or bfloat16 only");
+  TORCH_CHECK(d > 0 && d % 2 == 0 && d <= kMaxHeadDim, "attention: head dim must be even and at most ", kMaxHeadDim);
+#if defined(__x86_64__)
+  // model/transformer.py's native_attention_blocker decides; these only keep a direct call from
+  // running instructions the CPU lacks.
+  TORCH_CHECK(__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                  __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+                  (q.scalar_type() == at::kFloat || __builtin_cpu_supports("avx512bf16")),
+              "attention: this CPU lacks the AVX-512 instructions the kernel needs");
+#else
+  TORCH_CHECK(false, "attention: the kernel is for x86-64 CPUs");
+#endif
+  at::Tensor out = at::empty(q.sizes(), q.options());
+#if defined(__x86_64__)
+  if (B * L * H > 0) {
+    if (q.scalar_type() == at::kBFloat16)
+      run(Operand::of(q), Operand::of(k), Operand::of(v), out.data_ptr<at::BFloat16>(), B, L, H, d);
+    else
+      run(Operand::of(q), Operand::of(k), Operand::of(v), out.data_ptr<float>(), B, L, H, d);
+  }
+#endif
+  return out;
+}
+
+}  // namespace mamba2
