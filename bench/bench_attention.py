@@ -80,7 +80,8 @@ def main() -> None:
                 ratio = ""
                 if case.endswith(" auto"):
                     ratio = f"{best[(case.replace(' auto', ' sdpa'), name)] / best[(case, name)]:>8.2f}"
-                print(f"{case:<26}{name:>6}{best[(case, name)]:>9.3f}{rate / 1e9:>9.1f}{100 * rate / peak:>8.1f}{ratio}")
+                print(f"{case:<26}{name:>6}{best[(case, name)]:>9.3f}{rate / 1e9:>9.1f}{100 * rate / peak:>8.1f}"
+                      f"{ratio}")
     print("\n% peak: of the same dtype's 2048^3 matmul rate at the same thread count.")
     print("reproduce: python bench/bench_attention.py " + " ".join(sys.argv[1:]))
 

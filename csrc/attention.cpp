@@ -8,18 +8,20 @@
 // FMA for float32); the softmax between them is AVX-512 code here.
 //
 // Where the time goes (bfloat16, head dim 64): the two products cost 4 d = 256 FLOP per score,
-// about 0.25 ns on one AMX core, so the softmax per score (maximum, exp, sum, bfloat16 rounding)
-// has to cost about as little. Hence:
+// about 0.25 ns on one AMX core, so the softmax per score (exp, sum, bfloat16 rounding) has to
+// cost about as little. Hence:
 // - each head's keys (transposed) and values are packed into the micro-kernel's layout once, for
 //   all query blocks, rather than once per query block;
 // - the scale 1/sqrt(d) and the change to base 2 are one fused multiply-add on the float32 score
 //   (exp(s / sqrt(d) - m) = 2^(s c - m c), c = log2(e) / sqrt(d)), q is read in place unscaled;
-// - 2^x as 2^round(x) * p(x - round(x)) (vscalefps): a degree-4 polynomial (2.7e-6 relative)
-//   where the result is rounded to bfloat16 anyway (2^-9), degree 6 (1e-7, float32 rounding) in
-//   float32;
-// - the accumulator is rescaled only for the rows whose running maximum grew;
-// - a task (batch, head, `kTile` query rows) holds `kTile / kRows` query blocks, which all use one
-//   key block while it is in cache.
+// - 2^x as 2^round(x) p(x - round(x)) (vscalefps): a degree-4 polynomial (2.7e-6 relative) where
+//   the result is rounded to bfloat16 anyway (2^-8), degree 6 (1e-7, float32 rounding) in float32;
+// - a row's running maximum is taken from its first key block and raised only when exponentials
+//   would grow huge (kMaxSum), so no later block is scanned for its maximum, and the accumulator
+//   and the sums are rescaled rarely; the sums are kept as 16 partial sums until the end.
+// Profiled at 1 x 16384 keys x 1 head (perf, one thread), the key product, the value product and
+// the softmax then take about equal shares of the time; oneDNN's kernels run the products at
+// 1-1.8 TFLOP/s.
 // As in torch's CPU flash kernel, the bfloat16 products take bfloat16 operands (the exponentials
 // rounded to bfloat16 before the second product, their sum kept in float32) and accumulate in
 // float32; the output is the float32 accumulator over the sum, rounded once.
@@ -32,6 +34,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <vector>
 
 #if defined(__x86_64__)
@@ -45,16 +48,15 @@ namespace {
 
 namespace cpublas = at::native::cpublas;
 
-// Block sizes: query rows per product, keys per block, query rows per task (measured at the paper's
-// shapes, bench/bench_attention.py).
+// Block sizes, measured at the paper's shapes in bfloat16 (bench/bench_attention.py; float32 is
+// bound by its products at all of them): `rows` query rows per value product, against `keys` keys
+// per block, in tasks of `tile` query rows (which share each packed key block while it is in
+// cache); the scores of `score_rows` rows at a time (oneDNN's kernel for a 64-row key product
+// was slower per FLOP than two 32-row ones).
 struct Blocks {
-  int64_t rows, keys, tile;
+  int64_t rows, keys, tile, score_rows;
 };
-
-Blocks blocks_for(bool /*bf16*/) {
-  Blocks b{64, 256, 256};
-  return b;
-}
+constexpr Blocks kBlocks{256, 256, 512, 32};
 constexpr int64_t kMaxHeadDim = 256;
 
 #if defined(__x86_64__)
@@ -97,66 +99,92 @@ ATTN_TARGET inline void scale_row(float* o, int64_t n, float alpha) {
   }
 }
 
-// Stores 16 (or `m` of them) float32 values as T.
-ATTN_TARGET inline void store(float* p, __m512 x) { _mm512_storeu_ps(p, x); }
-ATTN_TARGET inline void store(at::BFloat16* p, __m512 x) {
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(x)));
-}
-ATTN_TARGET inline void store(float* p, __m512 x, __mmask16 m) { _mm512_mask_storeu_ps(p, m, x); }
-ATTN_TARGET inline void store(at::BFloat16* p, __m512 x, __mmask16 m) {
+// Stores 16 (or `m` of them) float32 values as T; store2 32 values from two vectors.
+ATTN_TARGET inline void store(float* p, __m512 x, __mmask16 m = 0xffff) { _mm512_mask_storeu_ps(p, m, x); }
+ATTN_TARGET inline void store(at::BFloat16* p, __m512 x, __mmask16 m = 0xffff) {
   _mm256_mask_storeu_epi16(p, m, reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(x)));
 }
+ATTN_TARGET inline void store2(float* p, __m512 lo, __m512 hi) {
+  _mm512_storeu_ps(p, lo);
+  _mm512_storeu_ps(p + 16, hi);
+}
+ATTN_TARGET inline void store2(at::BFloat16* p, __m512 lo, __m512 hi) {
+  _mm512_storeu_si512(p, reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(hi, lo)));
+}
+
+// One row of exponentials: p[i] = 2^(s[i] c - m c) as T for i < n, with vneg = -m c; returns their
+// sum in 16 partial sums.
+template <typename T, int kDegree>
+ATTN_TARGET inline __m512 exp_row(const float* s, T* p, int64_t n, __m512 vc, __m512 vneg) {
+  __m512 sum0 = _mm512_setzero_ps(), sum1 = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    const __m512 ea = exp2_poly<kDegree>(_mm512_fmadd_ps(_mm512_loadu_ps(s + i), vc, vneg));
+    const __m512 eb = exp2_poly<kDegree>(_mm512_fmadd_ps(_mm512_loadu_ps(s + i + 16), vc, vneg));
+    sum0 = _mm512_add_ps(sum0, ea);
+    sum1 = _mm512_add_ps(sum1, eb);
+    store2(p + i, ea, eb);
+  }
+  for (; i < n; i += 16) {
+    const __mmask16 m = tail_mask(std::min<int64_t>(16, n - i));
+    const __m512 x = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, s + i), vc, vneg);
+    const __m512 ea = _mm512_maskz_mov_ps(m, exp2_poly<kDegree>(x));
+    sum0 = _mm512_add_ps(sum0, ea);
+    store(p + i, ea, m);
+  }
+  return _mm512_add_ps(sum0, sum1);
+}
+
+ATTN_TARGET inline float row_max(const float* s, int64_t n) {
+  __m512 vmax = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = tail_mask(std::min<int64_t>(16, n - i));
+    vmax = _mm512_mask_max_ps(vmax, m, vmax, _mm512_maskz_loadu_ps(m, s + i));
+  }
+  return _mm512_reduce_max_ps(vmax);
+}
+
+// A row's running maximum m is set by its first key block and raised only when a later block's
+// exponentials, taken with it, sum to more than kMaxSum in some lane: below that they are no less
+// exact in floating point than exponentials below 1 (the accumulator of up to 2^17 keys stays far
+// from float32's 2^128), so the maximum of every block need not be found, nor the accumulator
+// rescaled; above it (or at infinity) the row is redone with the block's maximum.
+constexpr float kMaxSum = 0x1p64f;
 
 // One block of scores for `rows` query rows: s [rows, n] (row stride `stride`) -> p (row stride
-// `stride`, T), with the running maxima m (of the raw scores), sums l and accumulator rows o [rows, d]
-// updated for it; `first` starts them. In float32, p may be s itself.
+// `stride`, T), with the running maxima m (of the raw scores), sums l (16 partial sums per row)
+// and accumulator rows o [rows, d] updated for it; `first` starts them.
 template <typename T>
 ATTN_TARGET void softmax_block(const float* s, T* p, float* o, float* m, float* l, int64_t rows, int64_t n,
                                int64_t stride, int64_t d, float c, bool first) {
   constexpr int kDegree = std::is_same_v<T, float> ? 6 : 4;
-  const int64_t full = n / 16 * 16;
-  const __mmask16 tail = tail_mask(n - full);
+  const __m512 vc = _mm512_set1_ps(c);
   for (int64_t r = 0; r < rows; ++r) {
     const float* sr = s + r * stride;
     T* pr = p + r * stride;
-    __m512 vmax = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
-    for (int64_t i = 0; i < full; i += 16) vmax = _mm512_max_ps(vmax, _mm512_loadu_ps(sr + i));
-    if (full < n) vmax = _mm512_mask_max_ps(vmax, tail, vmax, _mm512_maskz_loadu_ps(tail, sr + full));
-    const float block_max = _mm512_reduce_max_ps(vmax);
-    float m_new = block_max, sum = 0.f;
-    if (first) {
-      m[r] = m_new;
-    } else if (block_max > m[r]) {
-      const float alpha = exp2f((m[r] - block_max) * c);
-      scale_row(o + r * d, d, alpha);
-      l[r] *= alpha;
-      m[r] = block_max;
-    } else {
-      m_new = m[r];
+    if (first) m[r] = row_max(sr, n);
+    __m512 sum = exp_row<T, kDegree>(sr, pr, n, vc, _mm512_set1_ps(-m[r] * c));
+    if (!first) {
+      if (_mm512_cmp_ps_mask(sum, _mm512_set1_ps(kMaxSum), _CMP_GT_OQ)) {  // rare: redo the row
+        const float block_max = row_max(sr, n);
+        const float alpha = exp2f((m[r] - block_max) * c);
+        scale_row(o + r * d, d, alpha);
+        scale_row(l + r * 16, 16, alpha);
+        m[r] = block_max;
+        sum = exp_row<T, kDegree>(sr, pr, n, vc, _mm512_set1_ps(-block_max * c));
+      }
+      sum = _mm512_add_ps(sum, _mm512_loadu_ps(l + r * 16));
     }
-    const __m512 vc = _mm512_set1_ps(c), vneg = _mm512_set1_ps(-m_new * c);
-    __m512 vsum = _mm512_setzero_ps();
-    for (int64_t i = 0; i < full; i += 16) {
-      const __m512 e = exp2_poly<kDegree>(_mm512_fmadd_ps(_mm512_loadu_ps(sr + i), vc, vneg));
-      vsum = _mm512_add_ps(vsum, e);
-      store(pr + i, e);
-    }
-    if (full < n) {
-      const __m512 e = exp2_poly<kDegree>(_mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, sr + full), vc, vneg));
-      vsum = _mm512_add_ps(vsum, _mm512_maskz_mov_ps(tail, e));
-      store(pr + full, e, tail);
-    }
-    sum = _mm512_reduce_add_ps(vsum);
-    l[r] = first ? sum : l[r] + sum;
+    _mm512_storeu_ps(l + r * 16, sum);
     if constexpr (!std::is_same_v<T, float>)
       if (n % 2) pr[n] = at::BFloat16(0.f);  // the pair partner of the last key (VNNI pairs keys)
   }
 }
 
-// out row = o row / l, as T.
+// out row = o row / l (16 partial sums), as T.
 template <typename T>
-ATTN_TARGET void finish_row(const float* o, float l, T* out, int64_t d) {
-  const __m512 inv = _mm512_set1_ps(1.f / l);
+ATTN_TARGET void finish_row(const float* o, const float* l, T* out, int64_t d) {
+  const __m512 inv = _mm512_set1_ps(1.f / _mm512_reduce_add_ps(_mm512_loadu_ps(l)));
   int64_t i = 0;
   for (; i + 16 <= d; i += 16) store(out + i, _mm512_mul_ps(_mm512_loadu_ps(o + i), inv));
   if (i < d) {
@@ -217,36 +245,40 @@ void pack(const Operand& k, const Operand& v, T* packed, int64_t B, int64_t L, i
 template <typename T>
 void run(const Operand& q, const Operand& k, const Operand& v, T* out, int64_t B, int64_t L, int64_t H, int64_t d) {
   constexpr bool kVnni = !std::is_same_v<T, float>;
-  const Blocks bs = blocks_for(kVnni);
+  const Blocks bs = kBlocks;
   const int64_t keys = bs.keys, blocks = (L + keys - 1) / keys;
   const int64_t block_elems = kVnni ? 2 * keys * d : keys * d;
-  std::vector<T> packed(B * H * blocks * block_elems);
-  pack(k, v, packed.data(), B, L, H, d, keys, blocks, block_elems);
+  std::unique_ptr<T[]> packed(new T[B * H * blocks * block_elems]);  // (uninitialised)
+  pack(k, v, packed.get(), B, L, H, d, keys, blocks, block_elems);
   const int64_t tiles = (L + bs.tile - 1) / bs.tile;
   const float c = static_cast<float>(M_LOG2E / std::sqrt(static_cast<double>(d)));
   at::parallel_for(0, B * H * tiles, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> s(bs.rows * keys), o(bs.tile * d), m(bs.tile), l(bs.tile);
-    std::vector<T> p(kVnni ? bs.rows * keys : 0);
+    std::vector<float> s(bs.score_rows * keys), o(bs.tile * d), m(bs.tile), l(bs.tile * 16);
+    std::vector<T> p(bs.rows * keys);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / (H * tiles), h = task / tiles % H, i0 = task % tiles * bs.tile;
       const int64_t rows = std::min(bs.tile, L - i0);
       for (int64_t block = 0; block < blocks; ++block) {
         const int64_t j0 = block * keys, n = std::min(keys, L - j0);
-        const T* kp = packed.data() + ((b * H + h) * blocks + block) * block_elems;
+        const T* kp = packed.get() + ((b * H + h) * blocks + block) * block_elems;
         for (int64_t r0 = 0; r0 < rows; r0 += bs.rows) {
           const int64_t mr = std::min(bs.rows, rows - r0);
-          float *orow = o.data() + r0 * d, *mrow = m.data() + r0, *lrow = l.data() + r0;
-          cpublas::brgemm(mr, n, d, q.row, keys, keys, false, q.at<T>(b, i0 + r0, h), kp, s.data(), kVnni);
-          if constexpr (kVnni) {
-            softmax_block(s.data(), p.data(), orow, mrow, lrow, mr, n, keys, d, c, block == 0);
-            cpublas::brgemm(mr, d, n + n % 2, keys, d, d, block > 0, p.data(), kp + d * keys, orow, true);
-          } else {
-            softmax_block(s.data(), s.data(), orow, mrow, lrow, mr, n, keys, d, c, block == 0);
-            cpublas::brgemm(mr, d, n, keys, v.row, d, block > 0, s.data(), v.at<float>(b, j0, h), orow, false);
+          // The scores of a few rows at a time, exponentiated while they are in L1.
+          for (int64_t r1 = r0; r1 < r0 + mr; r1 += bs.score_rows) {
+            const int64_t sr = std::min(bs.score_rows, r0 + mr - r1);
+            cpublas::brgemm(sr, n, d, q.row, keys, keys, false, q.at<T>(b, i0 + r1, h), kp, s.data(), kVnni);
+            softmax_block(s.data(), p.data() + (r1 - r0) * keys, o.data() + r1 * d, m.data() + r1,
+                          l.data() + r1 * 16, sr, n, keys, d, c, block == 0);
           }
+          if constexpr (kVnni)
+            cpublas::brgemm(mr, d, n + n % 2, keys, d, d, block > 0, p.data(), kp + d * keys, o.data() + r0 * d, true);
+          else
+            cpublas::brgemm(mr, d, n, keys, v.row, d, block > 0, p.data(), v.at<float>(b, j0, h), o.data() + r0 * d,
+                            false);
         }
       }
-      for (int64_t r = 0; r < rows; ++r) finish_row(o.data() + r * d, l[r], out + ((b * L + i0 + r) * H + h) * d, d);
+      for (int64_t r = 0; r < rows; ++r)
+        finish_row(o.data() + r * d, l.data() + r * 16, out + ((b * L + i0 + r) * H + h) * d, d);
     }
     cpublas::brgemm_release(kVnni);
   });
@@ -258,7 +290,8 @@ void run(const Operand& q, const Operand& k, const Operand& v, T* out, int64_t B
 // q, k, v [B, L, H, d], one dtype (float32 or bfloat16), channels contiguous, any other strides;
 // d even, at most 256. Returns out [B, L, H, d] contiguous.
 at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
-  TORCH_CHECK(q.dim() == 4 && q.sizes() == k.sizes() && q.sizes() == v.sizes(), "attention: q, k, v must be [B, L, H, d]");
+  TORCH_CHECK(q.dim() == 4 && q.sizes() == k.sizes() && q.sizes() == v.sizes(),
+              "attention: q, k, v must be [B, L, H, d]");
   TORCH_CHECK(q.scalar_type() == k.scalar_type() && q.scalar_type() == v.scalar_type(), "attention: mixed dtypes");
   TORCH_CHECK(q.stride(3) == 1 && k.stride(3) == 1 && v.stride(3) == 1, "attention: channels must be contiguous");
   const int64_t B = q.size(0), L = q.size(1), H = q.size(2), d = q.size(3);
