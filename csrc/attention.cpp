@@ -14,8 +14,9 @@
 //   all query blocks, rather than once per query block;
 // - the scale 1/sqrt(d) and the change to base 2 are one fused multiply-add on the float32 score
 //   (exp(s / sqrt(d) - m) = 2^(s c - m c), c = log2(e) / sqrt(d)), q is read in place unscaled;
-// - 2^x as 2^round(x) p(x - round(x)) (vscalefps): a degree-4 polynomial (2.7e-6 relative) where
-//   the result is rounded to bfloat16 anyway (2^-8), degree 6 (1e-7, float32 rounding) in float32;
+// - 2^x as 2^floor(x + 1/2) p(x + 1/2 - floor(x + 1/2)) (exp2_half): a degree-4 polynomial (2.7e-6
+//   relative) where the result is rounded to bfloat16 anyway (2^-8), degree 6 (1.1e-7, float32
+//   rounding) in float32;
 // - a row's running maximum is taken from its first key block and raised only when exponentials
 //   would grow huge (kMaxSum), so no later block is scanned for its maximum, and the accumulator
 //   and the sums are rescaled rarely; the sums are kept as 16 partial sums until the end.
@@ -62,28 +63,29 @@ constexpr int64_t kMaxHeadDim = 256;
 #if defined(__x86_64__)
 #define ATTN_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma")))
 
-// 2^x for x <= ~0 (16 lanes): 2^n p(f), n = round(x), f = x - n in [-1/2, 1/2], p a polynomial
-// fitted to 2^f by minimising the relative error (near-minimax, on Chebyshev nodes): kDegree 4,
-// 2.7e-6 at most, or kDegree 6, 1e-7 (float32 rounding). Very negative x gives 0.
+// 2^(y - 1/2) for y <= ~1/2 (16 lanes): 2^floor(y) p(y - floor(y)) (vreduceps, vscalefps), p a
+// polynomial fitted to 2^(t - 1/2) on [0, 1] by minimising the relative error (near-minimax, on
+// Chebyshev nodes): kDegree 4, 2.7e-6 at most, or kDegree 6, 1.1e-7 (float32 rounding). The half
+// is folded into the caller's multiply-add; it centres the polynomial's interval on 2^0, where
+// 2^round(x) p(x - round(x)) would need a rounding and a subtraction more. Very negative y gives 0.
 template <int kDegree>
-ATTN_TARGET inline __m512 exp2_poly(__m512 x) {
-  const __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  const __m512 f = _mm512_sub_ps(x, n);
+ATTN_TARGET inline __m512 exp2_half(__m512 y) {
+  const __m512 t = _mm512_reduce_ps(y, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
   __m512 p;
   if constexpr (kDegree == 4) {
-    p = _mm512_fmadd_ps(_mm512_set1_ps(0.009570101276040077f), f, _mm512_set1_ps(0.05591785907745361f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.240247443318367f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.6931217908859253f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.9999992847442627f));
+    p = _mm512_fmadd_ps(_mm512_set1_ps(0.009570101276040077f), t, _mm512_set1_ps(0.03677765652537346f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(0.17072580754756927f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(0.49002769589424133f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(0.7071086168289185f));
   } else {
-    p = _mm512_fmadd_ps(_mm512_set1_ps(0.00015345810970757157f), f, _mm512_set1_ps(0.0013399930903688073f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.009618489071726799f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.05550328642129898f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.24022646248340607f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.6931471824645996f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.f));
+    p = _mm512_fmadd_ps(_mm512_set1_ps(0.0001534581242594868f), t, _mm512_set1_ps(0.0008796187466941774f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(0.006843973882496357f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(0.03923264890909195f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(0.16986814141273499f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(0.49012893438339233f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(0.7071067690849304f));
   }
-  return _mm512_scalef_ps(p, n);
+  return _mm512_scalef_ps(p, y);  // p 2^floor(y)
 }
 
 inline __mmask16 tail_mask(int64_t count) { return static_cast<__mmask16>((1u << count) - 1u); }
@@ -112,23 +114,23 @@ ATTN_TARGET inline void store2(at::BFloat16* p, __m512 lo, __m512 hi) {
   _mm512_storeu_si512(p, reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(hi, lo)));
 }
 
-// One row of exponentials: p[i] = 2^(s[i] c - m c) as T for i < n, with vneg = -m c; returns their
-// sum in 16 partial sums.
+// One row of exponentials: p[i] = 2^(s[i] c - m c) as T for i < n, with vhalf = 1/2 - m c; returns
+// their sum in 16 partial sums.
 template <typename T, int kDegree>
-ATTN_TARGET inline __m512 exp_row(const float* s, T* p, int64_t n, __m512 vc, __m512 vneg) {
+ATTN_TARGET inline __m512 exp_row(const float* s, T* p, int64_t n, __m512 vc, __m512 vhalf) {
   __m512 sum0 = _mm512_setzero_ps(), sum1 = _mm512_setzero_ps();
   int64_t i = 0;
   for (; i + 32 <= n; i += 32) {
-    const __m512 ea = exp2_poly<kDegree>(_mm512_fmadd_ps(_mm512_loadu_ps(s + i), vc, vneg));
-    const __m512 eb = exp2_poly<kDegree>(_mm512_fmadd_ps(_mm512_loadu_ps(s + i + 16), vc, vneg));
+    const __m512 ea = exp2_half<kDegree>(_mm512_fmadd_ps(_mm512_loadu_ps(s + i), vc, vhalf));
+    const __m512 eb = exp2_half<kDegree>(_mm512_fmadd_ps(_mm512_loadu_ps(s + i + 16), vc, vhalf));
     sum0 = _mm512_add_ps(sum0, ea);
     sum1 = _mm512_add_ps(sum1, eb);
     store2(p + i, ea, eb);
   }
   for (; i < n; i += 16) {
     const __mmask16 m = tail_mask(std::min<int64_t>(16, n - i));
-    const __m512 x = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, s + i), vc, vneg);
-    const __m512 ea = _mm512_maskz_mov_ps(m, exp2_poly<kDegree>(x));
+    const __m512 y = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, s + i), vc, vhalf);
+    const __m512 ea = _mm512_maskz_mov_ps(m, exp2_half<kDegree>(y));
     sum0 = _mm512_add_ps(sum0, ea);
     store(p + i, ea, m);
   }
@@ -163,7 +165,7 @@ ATTN_TARGET void softmax_block(const float* s, T* p, float* o, float* m, float* 
     const float* sr = s + r * stride;
     T* pr = p + r * stride;
     if (first) m[r] = row_max(sr, n);
-    __m512 sum = exp_row<T, kDegree>(sr, pr, n, vc, _mm512_set1_ps(-m[r] * c));
+    __m512 sum = exp_row<T, kDegree>(sr, pr, n, vc, _mm512_set1_ps(0.5f - m[r] * c));
     if (!first) {
       if (_mm512_cmp_ps_mask(sum, _mm512_set1_ps(kMaxSum), _CMP_GT_OQ)) {  // rare: redo the row
         const float block_max = row_max(sr, n);
@@ -171,7 +173,7 @@ ATTN_TARGET void softmax_block(const float* s, T* p, float* o, float* m, float* 
         scale_row(o + r * d, d, alpha);
         scale_row(l + r * 16, 16, alpha);
         m[r] = block_max;
-        sum = exp_row<T, kDegree>(sr, pr, n, vc, _mm512_set1_ps(-block_max * c));
+        sum = exp_row<T, kDegree>(sr, pr, n, vc, _mm512_set1_ps(0.5f - block_max * c));
       }
       sum = _mm512_add_ps(sum, _mm512_loadu_ps(l + r * 16));
     }
@@ -254,10 +256,13 @@ void run(const Operand& q, const Operand& k, const Operand& v, T* out, int64_t B
   const float c = static_cast<float>(M_LOG2E / std::sqrt(static_cast<double>(d)));
   at::parallel_for(0, B * H * tiles, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> s(bs.score_rows * keys), o(bs.tile * d), m(bs.tile), l(bs.tile * 16);
-    std::vector<T> p(bs.rows * keys);
+    std::vector<T> p(bs.rows * keys), qt(bs.tile * d);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / (H * tiles), h = task / tiles % H, i0 = task % tiles * bs.tile;
       const int64_t rows = std::min(bs.tile, L - i0);
+      // The task's query rows, contiguous: in place, rows 3 H d apart, they fall into a few cache
+      // sets (at H = 16 in bfloat16, 6 KB apart, all in two of L1's 64).
+      for (int64_t r = 0; r < rows; ++r) std::memcpy(qt.data() + r * d, q.at<T>(b, i0 + r, h), sizeof(T) * d);
       for (int64_t block = 0; block < blocks; ++block) {
         const int64_t j0 = block * keys, n = std::min(keys, L - j0);
         const T* kp = packed.get() + ((b * H + h) * blocks + block) * block_elems;
@@ -266,7 +271,7 @@ void run(const Operand& q, const Operand& k, const Operand& v, T* out, int64_t B
           // The scores of a few rows at a time, exponentiated while they are in L1.
           for (int64_t r1 = r0; r1 < r0 + mr; r1 += bs.score_rows) {
             const int64_t sr = std::min(bs.score_rows, r0 + mr - r1);
-            cpublas::brgemm(sr, n, d, q.row, keys, keys, false, q.at<T>(b, i0 + r1, h), kp, s.data(), kVnni);
+            cpublas::brgemm(sr, n, d, d, keys, keys, false, qt.data() + r1 * d, kp, s.data(), kVnni);
             softmax_block(s.data(), p.data() + (r1 - r0) * keys, o.data() + r1 * d, m.data() + r1,
                           l.data() + r1 * 16, sr, n, keys, d, c, block == 0);
           }

@@ -90,6 +90,11 @@ def native_blocker(capabilities: dict, mkldnn_enabled: bool, dtype: torch.dtype,
 _cpu_capabilities = functools.cache(torch.cpu.get_capabilities)
 
 
+def native_blocker_here(dtype: torch.dtype, head_dim: int) -> str | None:
+    """`native_blocker` for this CPU and the current torch.backends.mkldnn setting."""
+    return native_blocker(_cpu_capabilities(), torch.backends.mkldnn.enabled, dtype, head_dim)
+
+
 def attention(q: Tensor, k: Tensor, v: Tensor, backend: str = "auto") -> Tensor:
     """Full (non-causal) attention, q, k, v [B, L, H, d] -> [B, L, H, d]; backend auto | flash | sdpa.
 
@@ -107,7 +112,7 @@ def attention(q: Tensor, k: Tensor, v: Tensor, backend: str = "auto") -> Tensor:
     if backend == "flash":
         raise RuntimeError(f"attention backend 'flash' requested but flash-attn cannot run: {blocker}")
     if backend == "auto" and q.device.type == "cpu":
-        blocker = native_blocker(_cpu_capabilities(), torch.backends.mkldnn.enabled, q.dtype, q.shape[-1])
+        blocker = native_blocker_here(q.dtype, q.shape[-1])
         ops = mamba2_native.kernels("attention", q, k, v) if blocker is None else None  # (logs its choice)
         if ops is not None:
             return ops.attention(q, k, v)
