@@ -63,35 +63,36 @@ SHAPES = [  # (B, L, H, d): L below, at and across the 256-key blocks and 256-ro
 ]
 
 
-@pytest.mark.parametrize("shape", SHAPES)
-def test_float32_matches_the_formula_as_closely_as_sdpa(shape):
-    ops = kernel(torch.float32)
-    q, k, v = qkv_views(*shape, torch.float32, seed=sum(shape), scale=2.0)
+def kernel_and_oracle(shape, dtype):
+    """q, k, v of `shape` in `dtype`, the kernel's output (checked for dtype, shape, layout) and the
+    float64 formula on the same inputs."""
+    ops = kernel(dtype)
+    q, k, v = qkv_views(*shape, dtype, seed=sum(shape), scale=2.0)
     with torch.no_grad():
         got = ops.attention(q, k, v)
-    ref = attention_ref(q.double(), k.double(), v.double())
-    assert got.dtype == torch.float32 and got.shape == q.shape and got.is_contiguous()
+    assert got.dtype == dtype and got.shape == q.shape and got.is_contiguous()
+    return q, k, v, got.double(), attention_ref(q.double(), k.double(), v.double())
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_float32_matches_the_formula_as_closely_as_sdpa(shape):
+    q, k, v, got, ref = kernel_and_oracle(shape, torch.float32)
     # Float32 rounding of d-term scores (logits of several units here) and L-term sums.
-    torch.testing.assert_close(got.double(), ref, rtol=1e-5, atol=3e-6 * v.abs().max().item())
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=3e-6 * v.abs().max().item())
     # ... and no worse than torch's own fused CPU kernel, within a float32 ulp of the output range.
     sdpa_err = (sdpa(q, k, v).double() - ref).abs().max().item()
-    assert (got.double() - ref).abs().max().item() <= 1.5 * sdpa_err + 1e-7 * v.abs().max().item()
+    assert (got - ref).abs().max().item() <= 1.5 * sdpa_err + 1e-7 * v.abs().max().item()
 
 
 @pytest.mark.parametrize("shape", SHAPES)
 def test_bfloat16_is_within_its_rounding_bound_of_the_formula(shape):
-    ops = kernel(torch.bfloat16)
-    q, k, v = qkv_views(*shape, torch.bfloat16, seed=sum(shape), scale=2.0)
-    with torch.no_grad():
-        got = ops.attention(q, k, v)
-    assert got.dtype == torch.bfloat16 and got.shape == q.shape and got.is_contiguous()
-    ref = attention_ref(q.double(), k.double(), v.double())
+    q, k, v, got, ref = kernel_and_oracle(shape, torch.bfloat16)
     bound = bf16_bound(q, k, v)
-    assert ((got.double() - ref).abs() <= bound).all(), ((got.double() - ref).abs() / bound).max()
+    assert ((got - ref).abs() <= bound).all(), ((got - ref).abs() / bound).max()
     # torch's kernel makes the same roundings, so it meets the same bound (the bound is not loose for
     # it), and the two agree within twice of it.
     assert ((sdpa(q, k, v).double() - ref).abs() <= bound).all()
-    assert ((got.double() - sdpa(q, k, v).double()).abs() <= 2 * bound).all()
+    assert ((got - sdpa(q, k, v).double()).abs() <= 2 * bound).all()
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
