@@ -51,8 +51,7 @@ namespace cpublas = at::native::cpublas;
 // Block sizes, measured at the paper's shapes in bfloat16 (bench/bench_attention.py; float32 is
 // bound by its products at all of them): `rows` query rows per value product, against `keys` keys
 // per block, in tasks of `tile` query rows (which share each packed key block while it is in
-// cache); the scores of `score_rows` rows at a time (oneDNN's kernel for a 64-row key product
-// was slower per FLOP than two 32-row ones).
+// cache); the scores of `score_rows` rows at a time (32 KB, which stay in L1 for the softmax).
 struct Blocks {
   int64_t rows, keys, tile, score_rows;
 };
@@ -206,22 +205,25 @@ struct Operand {
   static Operand of(const at::Tensor& t) { return {t.data_ptr(), t.stride(0), t.stride(1), t.stride(2)}; }
 };
 
-// Packs each (batch, head, key block) of k and v for the products: in bfloat16 k transposed in
-// VNNI pairs of channels, [d / 2][keys][2], and v in VNNI pairs of keys, [keys / 2][d][2] (keys past
-// L zero, so an odd last block pairs with zeros); in float32 k transposed, [d][keys] (v is read in
-// place). One block of both is `block_elems` values at `packed + index * block_elems`.
+// Packs each (batch, head, key block) of k and v for the products, contiguous (in place, rows
+// 3 H d apart fall into a few cache sets): in bfloat16 k transposed in VNNI pairs of channels,
+// [d / 2][keys][2], and v in VNNI pairs of keys, [keys / 2][d][2] (keys past L zero, so an odd
+// last block pairs with zeros); in float32 k transposed, [d][keys], and v as it is, [keys][d].
+// One block of both, 2 keys d values, is at `packed + index * 2 keys d`.
 template <typename T>
 void pack(const Operand& k, const Operand& v, T* packed, int64_t B, int64_t L, int64_t H, int64_t d, int64_t keys,
-          int64_t blocks, int64_t block_elems) {
+          int64_t blocks) {
   at::parallel_for(0, B * H * blocks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t index = begin; index < end; ++index) {
       const int64_t b = index / (H * blocks), h = index / blocks % H, j0 = index % blocks * keys;
       const int64_t n = std::min(keys, L - j0);
-      T* kp = packed + index * block_elems;
+      T* kp = packed + index * 2 * keys * d;
+      T* vp = kp + d * keys;
       if constexpr (std::is_same_v<T, float>) {
         for (int64_t j = 0; j < n; ++j) {
           const float* kr = k.at<float>(b, j0 + j, h);
           for (int64_t ch = 0; ch < d; ++ch) kp[ch * keys + j] = kr[ch];
+          std::memcpy(vp + j * d, v.at<float>(b, j0 + j, h), sizeof(float) * d);
         }
       } else {
         // Channel pairs of k as 32-bit words: a transpose of [n][d / 2] words.
@@ -230,7 +232,6 @@ void pack(const Operand& k, const Operand& v, T* packed, int64_t B, int64_t L, i
           const T* kr = k.at<T>(b, j0 + j, h);
           for (int64_t pair = 0; pair < d / 2; ++pair) std::memcpy(kw + pair * keys + j, kr + 2 * pair, 4);
         }
-        T* vp = kp + d * keys;
         std::memset(static_cast<void*>(vp), 0, sizeof(T) * keys * d);
         for (int64_t j = 0; j < n; ++j) {
           const T* vr = v.at<T>(b, j0 + j, h);
@@ -257,10 +258,10 @@ void run(const Operand& q, const Operand& k, const Operand& v, T* out, int64_t B
   constexpr bool kVnni = !std::is_same_v<T, float>;
   const Blocks bs = kBlocks;
   const int64_t keys = bs.keys, blocks = (L + keys - 1) / keys;
-  const int64_t block_elems = kVnni ? 2 * keys * d : keys * d;
+  const int64_t block_elems = 2 * keys * d;
   std::vector<at::Tensor> owner;
   T* packed = scratch<T>(owner, B * H * blocks * block_elems);
-  pack(k, v, packed, B, L, H, d, keys, blocks, block_elems);
+  pack(k, v, packed, B, L, H, d, keys, blocks);
   const int64_t tiles = (L + bs.tile - 1) / bs.tile;
   const float c = static_cast<float>(M_LOG2E / std::sqrt(static_cast<double>(d)));
   at::parallel_for(0, B * H * tiles, 1, [&](int64_t begin, int64_t end) {
@@ -275,7 +276,7 @@ void run(const Operand& q, const Operand& k, const Operand& v, T* out, int64_t B
       // sets (at H = 16 in bfloat16, 6 KB apart, all in two of L1's 64).
       for (int64_t r = 0; r < rows; ++r) std::memcpy(qt + r * d, q.at<T>(b, i0 + r, h), sizeof(T) * d);
       for (int64_t block = 0; block < blocks; ++block) {
-        const int64_t j0 = block * keys, n = std::min(keys, L - j0);
+        const int64_t n = std::min(keys, L - block * keys);
         const T* kp = packed + ((b * H + h) * blocks + block) * block_elems;
         for (int64_t r0 = 0; r0 < rows; r0 += bs.rows) {
           const int64_t mr = std::min(bs.rows, rows - r0);
@@ -286,11 +287,8 @@ void run(const Operand& q, const Operand& k, const Operand& v, T* out, int64_t B
             softmax_block(s, p + (r1 - r0) * keys, o + r1 * d, m + r1,
                           l + r1 * 16, sr, n, keys, d, c, block == 0);
           }
-          if constexpr (kVnni)
-            cpublas::brgemm(mr, d, n + n % 2, keys, d, d, block > 0, p, kp + d * keys, o + r0 * d, true);
-          else
-            cpublas::brgemm(mr, d, n, keys, v.row, d, block > 0, p, v.at<float>(b, j0, h), o + r0 * d,
-                            false);
+          // (VNNI pairs keys: an odd count takes the zero pair partners)
+          cpublas::brgemm(mr, d, kVnni ? n + n % 2 : n, keys, d, d, block > 0, p, kp + d * keys, o + r0 * d, kVnni);
         }
       }
       for (int64_t r = 0; r < rows; ++r)
