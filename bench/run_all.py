@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS = {
     "render": ["bench/bench_render.py"],
     "ssd": ["bench/bench_ssd.py"],
+    "attention": ["bench/bench_attention.py", "--threads", "2", "--rounds", "2"],
     "model": ["bench/bench_model.py", "--views", "8", "16", "32", "64", "--paper-256"],
     "blocks": ["bench/bench_blocks.py", "--kinds", "t", "m", "io"],
     "train": ["-m", "bench.bench_train"],

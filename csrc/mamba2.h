@@ -43,6 +43,9 @@ void gaussian_activate(const at::Tensor& raw, const at::Tensor& origins, const a
                        const at::Tensor& opacity, const at::Tensor& sh, const at::Tensor& distance, double max_dist,
                        double scale_bias, double scale_max, double opacity_bias);
 
+// attention.cpp
+at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v);
+
 // Storage of float32 / bfloat16 values as raw bits, so the loops over them vectorise.
 inline float widen(float v) { return v; }
 inline float widen(uint16_t v) { return std::bit_cast<float>(static_cast<uint32_t>(v) << 16); }

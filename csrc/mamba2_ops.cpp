@@ -17,4 +17,5 @@ TORCH_LIBRARY(mamba2_cpu, m) {
         "Tensor(c!) quats, Tensor(d!) opacity, Tensor(e!) sh, Tensor(f!) distance, float max_dist, float scale_bias, "
         "float scale_max, float opacity_bias) -> ()",
         &mamba2::gaussian_activate);
+  m.def("attention", &mamba2::attention);
 }

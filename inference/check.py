@@ -3,8 +3,8 @@
 Reports torch and its CUDA build, the GPUs and their compute capability, which of the optional CUDA
 packages import, and, for a checkpoint's network at the chosen precision, which implementation each
 operation takes. The paths come from the rules the model applies at run time
-(`conv_kernel_blocker`, `kernel_layout_blocker`, `flash_blocker`, the renderer's backend choice),
-asked about the network's own modules, so the report says what the run will do.
+(`conv_kernel_blocker`, `kernel_layout_blocker`, `flash_blocker`, `native_blocker`, the renderer's
+backend choice), asked about the network's own modules, so the report says what the run will do.
 """
 
 from __future__ import annotations
@@ -115,11 +115,16 @@ def paths(model: LongLRM, device: torch.device, precision: Precision) -> list[tu
         out.append((operation, _path(blocker, kernel, "PyTorch depthwise convolution (oneDNN)", config.mamba_backend)))
     for width, blocks in attention.items():
         head_dim = blocks[0].attn.head_dim
+        operation = f"attention, width {width}, head dim {head_dim}, {_count(len(blocks), 'block')}"
         blocker = "requested" if config.attention_backend == "sdpa" else transformer.flash_blocker(
             transformer.flash_attn_func is not None, device.type, capability, dtype, head_dim)
-        out.append((f"attention, width {width}, head dim {head_dim}, {_count(len(blocks), 'block')}",
-                    _path(blocker, "flash-attn flash_attn_func", "torch scaled_dot_product_attention",
-                          config.attention_backend)))
+        if device.type == "cpu" and config.attention_backend == "auto":
+            blocker = transformer.native_blocker_here(dtype, head_dim)
+            if blocker is None:
+                out.append((operation, "native CPU kernel"))  # model.transformer.attention, without gradients
+                continue
+        out.append((operation, _path(blocker, "flash-attn flash_attn_func", "torch scaled_dot_product_attention",
+                                     config.attention_backend)))
     out.append(("rendering", f"{_choose_backend('auto', torch.empty(0, device=device))} backend, fp32"))
     return out
 

@@ -21,7 +21,7 @@ from model.fast_path import log_choice
 from model.native_build import load_library
 
 SOURCES = ("mamba2_scan.cpp", "mamba2_gated_norm.cpp", "mamba2_conv.cpp",
-           "norms.cpp", "gaussian_head.cpp", "mamba2_ops.cpp")
+           "norms.cpp", "gaussian_head.cpp", "mamba2_ops.cpp", "attention.cpp")
 HEADERS = ("mamba2.h", "simd.h")
 # The rasterizer's flags: FMA only where the code asks for it (so each loop rounds as its comment
 # says), OpenMP for at::parallel_for.

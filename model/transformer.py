@@ -1,18 +1,23 @@
 """Pre-norm transformer block over the whole multi-view token sequence (official layout, no biases).
 
 Attention runs through flash-attn where it can (it imports, CUDA tensors in fp16/bf16, an Ampere or
-newer GPU, a head dim it supports: `flash_blocker`), otherwise through PyTorch's
-scaled_dot_product_attention (which has its own fused CPU and CUDA kernels).
+newer GPU, a head dim it supports: `flash_blocker`), on CPU through the native flash-attention kernel
+of csrc/attention.cpp where it can (no gradient, float32 / bfloat16, an AVX-512 CPU, a head dim it
+supports: `native_blocker`), otherwise through PyTorch's scaled_dot_product_attention (which has its
+own fused CPU and CUDA kernels).
 `attention_ref` is the plain softmax formula, the test oracle. The pre-norms and residual adds
 between the float32 residual stream and the branches are model/norms.py's.
 """
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from model import mamba2_native
 from model.fast_path import cuda_capability, log_choice
 from model.norms import add_pre_norm, pre_norm, residual_add
 
@@ -56,10 +61,45 @@ def flash_blocker(available: bool, device_type: str, capability: tuple[int, int]
     return None
 
 
+# csrc/attention.cpp's limits: AVX-512 (F, BW, VL, DQ) for its softmax and AVX512-BF16 for its bfloat16
+# roundings; oneDNN's micro-kernels for its products (off with torch.backends.mkldnn); float32 or bfloat16;
+# an even head dim (bfloat16 products pair channels) up to 256.
+NATIVE_DTYPES = (torch.float32, torch.bfloat16)
+NATIVE_CPU_FLAGS = ("avx512_f", "avx512_bw", "avx512_vl", "avx512_dq")
+NATIVE_MAX_HEAD_DIM = 256
+
+
+def native_blocker(capabilities: dict, mkldnn_enabled: bool, dtype: torch.dtype, head_dim: int) -> str | None:
+    """Why the native CPU kernel cannot run attention on these inputs; None if it can.
+
+    `capabilities` is `torch.cpu.get_capabilities()` for this CPU, or a dict to decide for another.
+    """
+    if dtype not in NATIVE_DTYPES:
+        return f"{str(dtype).removeprefix('torch.')} inputs: the native kernel takes float32 or bfloat16"
+    if head_dim % 2 or head_dim > NATIVE_MAX_HEAD_DIM:
+        return f"head dim {head_dim}: the native kernel takes even ones up to {NATIVE_MAX_HEAD_DIM}"
+    flags = NATIVE_CPU_FLAGS + (("avx512_bf16",) if dtype == torch.bfloat16 else ())
+    missing = [flag for flag in flags if not capabilities.get(flag)]
+    if missing:
+        return f"CPU lacks {', '.join(missing)} (native kernel)"
+    if not mkldnn_enabled:
+        return "torch.backends.mkldnn is disabled (it runs the native kernel's products)"
+    return None
+
+
+_cpu_capabilities = functools.cache(torch.cpu.get_capabilities)
+
+
+def native_blocker_here(dtype: torch.dtype, head_dim: int) -> str | None:
+    """`native_blocker` for this CPU and the current torch.backends.mkldnn setting."""
+    return native_blocker(_cpu_capabilities(), torch.backends.mkldnn.enabled, dtype, head_dim)
+
+
 def attention(q: Tensor, k: Tensor, v: Tensor, backend: str = "auto") -> Tensor:
     """Full (non-causal) attention, q, k, v [B, L, H, d] -> [B, L, H, d]; backend auto | flash | sdpa.
 
-    "auto" takes flash-attn where `flash_blocker` allows and SDPA otherwise, logging why once;
+    "auto" takes flash-attn where `flash_blocker` allows, on CPU the native kernel where
+    `native_blocker` allows (and no gradient is needed), and SDPA otherwise, logging why once;
     "flash" is an error where flash-attn cannot run.
     """
     if backend not in ("auto", "flash", "sdpa"):
@@ -71,6 +111,12 @@ def attention(q: Tensor, k: Tensor, v: Tensor, backend: str = "auto") -> Tensor:
         return flash_attn_func(q, k, v)
     if backend == "flash":
         raise RuntimeError(f"attention backend 'flash' requested but flash-attn cannot run: {blocker}")
+    if backend == "auto" and q.device.type == "cpu":
+        blocker = native_blocker_here(q.dtype, q.shape[-1])
+        ops = mamba2_native.kernels("attention", q, k, v) if blocker is None else None  # (logs its choice)
+        if ops is not None:
+            return ops.attention(q, k, v)
+        blocker = blocker or "the native kernel declined, as logged by model.mamba2"
     log_choice("model.transformer", f"attention: torch scaled_dot_product_attention ({blocker})")
     q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, H, L, d] views
     if q.device.type == "cpu":

@@ -29,7 +29,7 @@ def test_sdpa_and_reference_match_naive_softmax_attention(caplog, monkeypatch):
         got = attention(q, k, v)
     torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(attention_ref(q, k, v), expected, rtol=1e-10, atol=1e-10)
-    reason = transformer.flash_blocker(transformer.flash_attn_func is not None, "cpu", None, q.dtype, 16)
+    reason = transformer.native_blocker(torch.cpu.get_capabilities(), True, q.dtype, 16)  # float64, on CPU
     assert [r.getMessage() for r in caplog.records if r.name == "model.transformer"] == [
         f"attention: torch scaled_dot_product_attention ({reason})"]
 
