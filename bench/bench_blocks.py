@@ -9,7 +9,7 @@ and at width 1024 on 8192 (+2) after it. Each block is timed as inference runs i
 bf16 as `LongLRM.set_precision` converts them, float32 residual input, no autograd, freed memory kept
 (model.cpu_allocator). "io" is the tokenizer, the merge and the Gaussian head on the same token
 counts. FLOPs are torch's FlopCounterMode count (matmuls, convolutions) plus 4 L^2 D per attention
-block, as bench/bench_model.py counts them, and the rates are compared with the fp32 and bf16 matmul
+block and the native scan's chunk products, as bench/bench_model.py counts them, and the rates are compared with the fp32 and bf16 matmul
 peaks measured in the same process. Every case is timed in interleaved rounds (best kept), so a busy
 machine slows all of them alike; --cpu-time counts this process's CPU seconds (both threads) instead
 of wall time, which other processes on a shared machine inflate more.
@@ -27,7 +27,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_model import PRECISIONS, make_inputs, matmul_peak  # noqa: E402
+from bench.bench_model import PRECISIONS, make_inputs, matmul_peak, native_scan_flops  # noqa: E402
 from model.build import build_model  # noqa: E402
 from model.config import preset  # noqa: E402
 from model.cpu_allocator import keep_freed_memory  # noqa: E402
@@ -53,7 +53,8 @@ def block_case(kind: str, width: int, dtype: torch.dtype):
             module.to(dtype)
     length = tokens_at(width, config)
     x = torch.randn(1, length, width)
-    flops = count_flops(lambda: block(x)) + (4 * length**2 * width if kind == "t" else 0)
+    flops = count_flops(lambda: block(x)) + (4 * length**2 * width if kind == "t" else
+                                             native_scan_flops(config.mamba, width, length, dtype))
     name = f"{'transformer' if kind == 't' else 'Mamba2'} block, width {width}, {length} tokens"
     return name, lambda: block(x), flops
 

@@ -42,6 +42,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from model import mamba2_native, ssd  # noqa: E402
 from model.build import build_model  # noqa: E402
 from model.cameras import Cameras  # noqa: E402
 from model.config import preset  # noqa: E402
@@ -89,26 +90,44 @@ def component_of(config, name: str) -> str | None:
     return None
 
 
-def attention_flops(config, views: int, height: int, width: int) -> int:
-    """QK^T and AV of every transformer block: 4 L^2 D for a sequence of L tokens of width D
-    (FlopCounterMode does not see inside CPU scaled_dot_product_attention)."""
+def block_lengths(config, views: int, height: int, width: int):
+    """(kind, width, sequence length) of every block."""
     tokens = views * (height // config.patch_size) * (width // config.patch_size)
-    total = 0
     for i, (kind, width_i) in enumerate(zip(config.blocks, config.widths)):
         merged = config.merge_before is not None and i >= config.merge_before
-        length = config.num_global_tokens + (tokens // 4 if merged else tokens)
-        total += 4 * length**2 * width_i if kind == "t" else 0
-    return total
+        yield kind, width_i, config.num_global_tokens + (tokens // 4 if merged else tokens)
 
 
-def count_flops(model, config, step, views: int, height: int, width: int) -> dict[str, int]:
-    """FLOPs of one step per component, by FlopCounterMode's module breakdown plus attention."""
+def attention_flops(config, views: int, height: int, width: int) -> int:
+    """QK^T and AV of every transformer block: 4 L^2 D for a sequence of L tokens of width D
+    (FlopCounterMode sees inside neither CPU scaled_dot_product_attention nor the native kernel)."""
+    return sum(4 * length**2 * w for kind, w, length in block_lengths(config, views, height, width) if kind == "t")
+
+
+def native_scan_flops(mamba, width: int, length: int, dtype: torch.dtype) -> int:
+    """FLOPs of one bidirectional Mamba2 block's two scans over `length` tokens where the native CPU
+    scan runs them (FlopCounterMode cannot see inside it; 0 where the PyTorch chunked scan runs, whose
+    matmuls it counts): the chunked algorithm's useful work, as bench_ssd.py counts it (per token 2QN
+    per group for C.B, 2QP per head for the intra-chunk mixing, 4PN per head for the chunk states and
+    their readout, Q the chunk), which is exactly what it counts of the PyTorch scan."""
+    if mamba2_native._library() is None or ssd.native_scan_blocker(dtype, mamba.d_state, mamba.cpu_chunk_size):
+        return 0
+    heads = mamba.expand * width // mamba.headdim
+    q, n, p, g = mamba.cpu_chunk_size, mamba.d_state, mamba.headdim, mamba.ngroups
+    return 2 * length * (2 * q * n * g + heads * (2 * q * p + 4 * p * n))
+
+
+def count_flops(model, config, step, views: int, height: int, width: int, dtype: torch.dtype) -> dict[str, int]:
+    """FLOPs of one step per component, by FlopCounterMode's module breakdown plus attention and the
+    native scan."""
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
     with counter:
         step()
-    flops = {"mamba": 0, "transformer": attention_flops(config, views, height, width), "io": 0}
+    flops = {"mamba": sum(native_scan_flops(config.mamba, w, length, dtype)
+                          for kind, w, length in block_lengths(config, views, height, width) if kind == "m"),
+             "transformer": attention_flops(config, views, height, width), "io": 0}
     for name, ops in counter.get_flop_counts().items():
         part = component_of(config, name.removeprefix("LongLRM."))
         if part is not None:
@@ -166,7 +185,8 @@ def run_case(args: argparse.Namespace) -> dict:
             (g.means.mean() + g.sh.mean() + g.log_scales.mean() + g.opacity_logits.mean()).backward()
 
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    flops = count_flops(model, config, step, args.case_views, args.height, args.width) if args.count_flops else None
+    flops = count_flops(model, config, step, args.case_views, args.height, args.width,
+                        PRECISIONS[args.precision]) if args.count_flops else None
     clock = time.process_time if args.cpu_time else time.perf_counter
     seconds = component_timer(model, config, clock)
     best, parts = float("inf"), {}
