@@ -228,6 +228,9 @@ def print_paper_256(r: dict, precision: str) -> None:
     for part in PARTS:
         seconds, flops = r["parts"][part], r["flops"][part]
         print(f"    {PARTS[part]:<40} {seconds:6.1f} s {flops / 1e12:6.2f} TFLOP {rate(flops, seconds)}")
+    seconds, flops = (sum(r[key][part] for part in ("mamba", "transformer")) for key in ("parts", "flops"))
+    print(f"    {'all blocks (Mamba2 and transformer)':<40} {seconds:6.1f} s {flops / 1e12:6.2f} TFLOP "
+          f"{rate(flops, seconds)}")
 
 
 def main() -> None:
