@@ -42,7 +42,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from model import mamba2_native, ssd  # noqa: E402
+from model import native_kernels, ssd  # noqa: E402
 from model.build import build_model  # noqa: E402
 from model.cameras import Cameras  # noqa: E402
 from model.config import preset  # noqa: E402
@@ -110,7 +110,7 @@ def native_scan_flops(mamba, width: int, length: int, dtype: torch.dtype) -> int
     matmuls it counts): the chunked algorithm's useful work, as bench_ssd.py counts it (per token 2QN
     per group for C.B, 2QP per head for the intra-chunk mixing, 4PN per head for the chunk states and
     their readout, Q the chunk), which is exactly what it counts of the PyTorch scan."""
-    if mamba2_native._library() is None or ssd.native_scan_blocker(dtype, mamba.d_state, mamba.cpu_chunk_size):
+    if native_kernels._library() is None or ssd.native_scan_blocker(dtype, mamba.d_state, mamba.cpu_chunk_size):
         return 0
     heads = mamba.expand * width // mamba.headdim
     q, n, p, g = mamba.cpu_chunk_size, mamba.d_state, mamba.headdim, mamba.ngroups

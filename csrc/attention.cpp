@@ -41,9 +41,9 @@
 #include <immintrin.h>
 #endif
 
-#include "mamba2.h"
+#include "network.h"
 
-namespace mamba2 {
+namespace network {
 namespace {
 
 namespace cpublas = at::native::cpublas;
@@ -333,4 +333,4 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
   return out;
 }
 
-}  // namespace mamba2
+}  // namespace network

@@ -4,16 +4,16 @@
 // into its place in the pixel-ordered outputs. PyTorch makes about twenty passes (a widening copy
 // per field, the mean, sigmoid, products, clamp, the quaternion norm, then a copy into the output),
 // which cost more than the head's matmul. Arithmetic is float32 in the twin's order; the sigmoid
-// is mamba2.h's (exp_neg, under one float ulp), so the results match the twin to float32 rounding.
+// is network.h's (exp_neg, under one float ulp), so the results match the twin to float32 rounding.
 #include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cmath>
 
-#include "mamba2.h"
+#include "network.h"
 #include "simd.h"
 
-namespace mamba2 {
+namespace network {
 namespace {
 
 struct Outputs {
@@ -105,4 +105,4 @@ void gaussian_activate(const at::Tensor& raw, const at::Tensor& origins, const a
     run(raw.data_ptr<float>(), raw.sizes().data(), raw.strides().data(), rays(origins), rays(dirs), sh_count, k, out);
 }
 
-}  // namespace mamba2
+}  // namespace network

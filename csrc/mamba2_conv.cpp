@@ -12,10 +12,10 @@
 
 #include <vector>
 
-#include "mamba2.h"
+#include "network.h"
 #include "simd.h"
 
-namespace mamba2 {
+namespace network {
 namespace {
 
 constexpr int64_t kMaxTaps = 4;  // model/mamba2.py: CPU_CONV_MAX_TAPS
@@ -133,4 +133,4 @@ std::vector<at::Tensor> causal_conv1d_silu(const at::Tensor& xbc, const at::Tens
   return outs;
 }
 
-}  // namespace mamba2
+}  // namespace network

@@ -13,10 +13,10 @@
 #include <cmath>
 #include <vector>
 
-#include "mamba2.h"
+#include "network.h"
 #include "simd.h"
 
-namespace mamba2 {
+namespace network {
 namespace {
 
 // The operands of one call: rows of y and z of D channels, y's rows y_stride elements apart, z's
@@ -125,4 +125,4 @@ void gated_rms_norm_add_reversed(at::Tensor& out, const at::Tensor& y, const at:
     run</*kReversed=*/true>(rows_of<float>(y, D, z, z.stride(0), z.stride(1), weight, out, l, groups, eps), rows);
 }
 
-}  // namespace mamba2
+}  // namespace network

@@ -23,10 +23,10 @@
 #include <type_traits>
 #include <vector>
 
-#include "mamba2.h"
+#include "network.h"
 #include "simd.h"
 
-namespace mamba2 {
+namespace network {
 namespace {
 
 namespace cpublas = at::native::cpublas;
@@ -462,4 +462,4 @@ void ssd_scan(const at::Tensor& x, const at::Tensor& dt, const at::Tensor& A, co
     scan_typed<float>(x, dt, A, B, C, D, y, d);
 }
 
-}  // namespace mamba2
+}  // namespace network

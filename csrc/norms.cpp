@@ -14,10 +14,10 @@
 #include <cmath>
 #include <tuple>
 
-#include "mamba2.h"
+#include "network.h"
 #include "simd.h"
 
-namespace mamba2 {
+namespace network {
 namespace {
 
 constexpr int kLanes = 16;
@@ -147,4 +147,4 @@ at::Tensor residual_add(const at::Tensor& x, const at::Tensor& y) {
   return out;
 }
 
-}  // namespace mamba2
+}  // namespace network

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from model import mamba2_native
+from model import native_kernels
 from model.config import GaussianHeadConfig
 from model.cpu_allocator import release_freed_memory
 from model.gaussians import Gaussians
@@ -97,7 +97,7 @@ class GaussianHead(nn.Module):
         dist = origins.new_empty(b, v, height, width, dtype=torch.float32)
         for v0, v1 in spans:
             chunk = raw(v0, v1)
-            ops = mamba2_native.kernels("Gaussian head activation", chunk)
+            ops = native_kernels.kernels("Gaussian head activation", chunk)
             if ops is None:
                 part, d = decode(v0, v1, chunk)
                 for name, t in part.items():

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from model import mamba2_native, ssd
+from model import native_kernels, ssd
 from model.config import MambaConfig
 from model.fast_path import cuda_capability, log_choice
 from model.norms import pre_norm, residual_add
@@ -80,7 +80,7 @@ def conv_kernel_blocker(available: bool, device_type: str, capability: tuple[int
 
 def cpu_conv_blocker(backend: str, width: int) -> str | None:
     """Why a block's conv of `width` taps does not take the native CPU kernel (csrc/mamba2_conv.cpp);
-    None if it does, given CPU float32 / bfloat16 tensors without gradients (mamba2_native.kernels)."""
+    None if it does, given CPU float32 / bfloat16 tensors without gradients (native_kernels.kernels)."""
     if backend != "auto":
         return "requested" if backend == "torch" else "causal-conv1d's CUDA kernel requested"
     if width > CPU_CONV_MAX_TAPS:
@@ -167,7 +167,7 @@ class GatedRMSNorm(nn.Module):
 
     def forward(self, y: Tensor, z: Tensor) -> Tensor:
         # y, z [..., dim]
-        ops = mamba2_native.kernels("gated RMSNorm", y, z.to(y.dtype), self.weight)
+        ops = native_kernels.kernels("gated RMSNorm", y, z.to(y.dtype), self.weight)
         if ops is None:
             return self.forward_ref(y, z)
         dim = y.shape[-1]
@@ -285,11 +285,11 @@ class BiMamba2(nn.Module):
         return self.out_proj(forward + backward)
 
     def cpu_kernels(self, zxbcdt: Tensor):
-        """torch.ops.mamba2_cpu if its conv and norm kernels can run this block on zxbcdt, else None
+        """torch.ops.network_cpu if its conv and norm kernels can run this block on zxbcdt, else None
         (logged as the conv's choice: `causal_conv1d` then logs the path it takes)."""
         blocker = cpu_conv_blocker(self.backend, self.mamba_scans[0].conv1d.kernel_size[0])
         if blocker is None:
-            return mamba2_native.kernels("causal conv1d", zxbcdt, *self.mamba_scans.parameters())
+            return native_kernels.kernels("causal conv1d", zxbcdt, *self.mamba_scans.parameters())
         if self.backend == "auto":  # (a backend requested is logged as such by causal_conv1d)
             log_choice("model.mamba2", f"causal conv1d: native CPU kernel not used ({blocker})")
         return None

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from model import mamba2_native
+from model import native_kernels
 from model.fast_path import log_choice
 
 Norm = nn.LayerNorm | nn.RMSNorm
@@ -43,7 +43,7 @@ def _native(what: str, x: Tensor, y: Tensor | None = None, norm: Norm | None = N
                                or len(norm.normalized_shape) != 1):
         reason = "a norm with a bias, without a weight or over several dims"
     else:
-        return mamba2_native.kernels(what, *tensors)
+        return native_kernels.kernels(what, *tensors)
     log_choice("model.norms", f"{what}: PyTorch ({reason})")
     return None
 

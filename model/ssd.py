@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from model import mamba2_native
+from model import native_kernels
 from model.fast_path import log_choice
 
 try:
@@ -184,7 +184,7 @@ def _native_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tens
     if blocker is not None:
         log_choice("model.ssd", f"SSD chunk_scan: PyTorch ({blocker})")
         return None
-    ops = mamba2_native.kernels("SSD chunk_scan", x, dt, B, C, A, *([D] if D is not None else []))
+    ops = native_kernels.kernels("SSD chunk_scan", x, dt, B, C, A, *([D] if D is not None else []))
     if ops is None:
         return None
     D = (D.float()[:, None] if D.dim() == 1 else D.float()).expand(h, p).contiguous() if D is not None \
@@ -197,7 +197,7 @@ def _native_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tens
 
 def native_scan_blocker(dtype: torch.dtype, d_state: int, chunk_size: int) -> str | None:
     """Why the native CPU scan cannot take a scan of this dtype, state size and chunk, or None
-    (tensors off the CPU, gradients, or no native kernels at all: see mamba2_native.kernels)."""
+    (tensors off the CPU, gradients, or no native kernels at all: see native_kernels.kernels)."""
     if dtype == torch.bfloat16 and (d_state % 2 or chunk_size % 2):
         return f"d_state {d_state} and chunk {chunk_size} must be even for bfloat16 products"
     return _micro_kernel_blocker(dtype)
@@ -207,7 +207,7 @@ def native_scan_blocker(dtype: torch.dtype, d_state: int, chunk_size: int) -> st
 def _micro_kernel_blocker(dtype: torch.dtype) -> str | None:
     """Why the native scan cannot run in `dtype` on this CPU (PyTorch's brgemm micro-kernels raise:
     float32 needs AVX2, bfloat16 AVX-512), or None: found by running it once on a few values."""
-    ops = mamba2_native._library()
+    ops = native_kernels._library()
     if ops is None or dtype not in (torch.float32, torch.bfloat16):
         return None  # (`kernels` gives the reason)
     x = torch.ones(1, 4, 2, dtype=dtype)

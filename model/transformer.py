@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from model import mamba2_native
+from model import native_kernels
 from model.fast_path import cuda_capability, log_choice
 from model.norms import add_pre_norm, pre_norm, residual_add
 
@@ -113,10 +113,10 @@ def attention(q: Tensor, k: Tensor, v: Tensor, backend: str = "auto") -> Tensor:
         raise RuntimeError(f"attention backend 'flash' requested but flash-attn cannot run: {blocker}")
     if backend == "auto" and q.device.type == "cpu":
         blocker = native_blocker_here(q.dtype, q.shape[-1])
-        ops = mamba2_native.kernels("attention", q, k, v) if blocker is None else None  # (logs its choice)
+        ops = native_kernels.kernels("attention", q, k, v) if blocker is None else None  # (logs its choice)
         if ops is not None:
             return ops.attention(q, k, v)
-        blocker = blocker or "the native kernel declined, as logged by model.mamba2"
+        blocker = blocker or "the native kernel declined, as logged by model.native_kernels"
     log_choice("model.transformer", f"attention: torch scaled_dot_product_attention ({blocker})")
     q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, H, L, d] views
     if q.device.type == "cpu":

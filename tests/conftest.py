@@ -25,8 +25,8 @@ def scene_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def rasterizer_built():
     """The CPU kernels compiled here, so child processes that cannot write large files only load them."""
-    from model import mamba2_native
+    from model import native_kernels
     from model.render.native import load_ops
 
     load_ops()
-    mamba2_native.kernels("build", torch.zeros(1))
+    native_kernels.kernels("build", torch.zeros(1))

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model import fast_path, mamba2_native, transformer
+from model import fast_path, native_kernels, transformer
 from model.transformer import attention, attention_ref
 
 
@@ -16,12 +16,12 @@ def blocker(dtype: torch.dtype, head_dim: int = 64) -> str | None:
 
 
 def kernel(dtype: torch.dtype):
-    """torch.ops.mamba2_cpu, or a skip where this CPU cannot run the kernel on `dtype` inputs (a
+    """torch.ops.network_cpu, or a skip where this CPU cannot run the kernel on `dtype` inputs (a
     library that does not build fails)."""
     reason = blocker(dtype)
     if reason is not None:
         pytest.skip(f"native attention unavailable here: {reason}")
-    ops = mamba2_native.kernels("attention", torch.zeros(1, dtype=dtype))
+    ops = native_kernels.kernels("attention", torch.zeros(1, dtype=dtype))
     assert ops is not None, "the native kernels did not build (see the model.mamba2 warning)"
     return ops
 
@@ -151,9 +151,9 @@ def test_attention_takes_the_kernel_on_cpu_without_gradients(caplog, monkeypatch
         with_grad = attention(*(t.detach().requires_grad_() for t in (q, k, v)))
         odd_head = attention(*(t[..., :63] for t in (q, k, v)))
     messages = [(r.name, r.getMessage()) for r in caplog.records]
-    assert ("model.mamba2", "attention: native CPU kernel") in messages
+    assert ("model.native_kernels", "attention: native CPU kernel") in messages
     assert ("model.transformer", "attention: torch scaled_dot_product_attention (requested)") in messages
-    assert ("model.mamba2", "attention: PyTorch (gradients needed)") in messages
+    assert ("model.native_kernels", "attention: PyTorch (gradients needed)") in messages
     assert ("model.transformer", "attention: torch scaled_dot_product_attention (head dim 63: the native kernel "
             "takes even ones up to 256)") in messages
     bound = bf16_bound(q, k, v)

@@ -117,7 +117,7 @@ def test_head_activation_kernel_computes_the_fields_of_its_twin(sh_degree, dtype
     b, v, height, width = 2, 5, 8, 12
     origins, dirs = random_cameras(b, v, height, width).rays()
     tokens = torch.randn(b, v * (height // 4) * (width // 4), 16)
-    with torch.no_grad(), caplog.at_level(logging.INFO, logger="model.mamba2"):
+    with torch.no_grad(), caplog.at_level(logging.INFO, logger="model"):
         got, distance = head(tokens, origins, dirs)
         per_view = (height // 4) * (width // 4)
         chunks = [head.raw(tokens[:, v0 * per_view:(v0 + 2) * per_view], min(2, v - v0), height // 4, width // 4)

@@ -229,10 +229,10 @@ def test_conv_kernel_rule(available, device, capability, width, dtype, fragment)
 def test_conv_falls_back_with_the_reason_logged(caplog, monkeypatch):
     monkeypatch.setattr(fast_path, "_reported", set())
     x, weight, bias = torch.randn(1, 9, 16), torch.randn(16, 4), torch.randn(16)
-    with caplog.at_level(logging.INFO, logger="model.mamba2"):
+    with caplog.at_level(logging.INFO, logger="model"):
         causal_conv1d(x, weight, bias)
         causal_conv1d(x, weight, bias)
-    messages = [r.getMessage() for r in caplog.records if r.name == "model.mamba2"]
+    messages = [r.getMessage() for r in caplog.records if r.name in ("model.mamba2", "model.native_kernels")]
     reason = mamba2.conv_kernel_blocker(mamba2.causal_conv1d_fn is not None, "cpu", None, 4, x.dtype)
     assert messages == [f"causal conv1d: PyTorch depthwise convolution (oneDNN) ({reason})"]
 
@@ -312,13 +312,13 @@ def test_bimamba_native_path_matches_the_pytorch_path(dtype, preset_name, width,
     layer = BiMamba2(width, PRESETS[preset_name].mamba)
     randomize(layer)
     u = torch.randn(3, 77, width)  # b > 1, a partial last chunk
-    with caplog.at_level(logging.INFO, logger="model.mamba2"):
+    with caplog.at_level(logging.INFO, logger="model"):
         reference = layer(u).detach()  # float32; parameters require gradients: the PyTorch path
         layer.in_proj.to(dtype), layer.out_proj.to(dtype)
         torch_path = layer(u).detach().float()
         with torch.no_grad():
             native = layer(u).float()
-    messages = [r.getMessage() for r in caplog.records if r.name == "model.mamba2"]
+    messages = [r.getMessage() for r in caplog.records if r.name in ("model.mamba2", "model.native_kernels")]
     assert "causal conv1d: PyTorch (gradients needed)" in messages
     assert "causal conv1d: native CPU kernel" in messages
     if dtype == torch.float32:
@@ -337,11 +337,11 @@ def test_bimamba_with_more_taps_than_the_cpu_kernel_runs_pytorch(caplog, monkeyp
     layer = BiMamba2(16, cfg)
     randomize(layer)
     u = torch.randn(2, 13, 16)
-    with caplog.at_level(logging.INFO, logger="model.mamba2"), torch.no_grad():
+    with caplog.at_level(logging.INFO, logger="model"), torch.no_grad():
         zxbcdt = layer.in_proj(u)
         fwd = naive_direction(layer.mamba_scans[0], zxbcdt, cfg)
         bwd = naive_direction(layer.mamba_scans[1], zxbcdt.flip(1), cfg).flip(1)
         torch.testing.assert_close(layer(u).double(), (fwd + bwd) @ layer.out_proj.weight.double().T,
                                    rtol=1e-4, atol=1e-5)
-    messages = [r.getMessage() for r in caplog.records if r.name == "model.mamba2"]
+    messages = [r.getMessage() for r in caplog.records if r.name in ("model.mamba2", "model.native_kernels")]
     assert "causal conv1d: native CPU kernel not used (d_conv 5: the CPU kernel takes 1 to 4 taps)" in messages

@@ -7,14 +7,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model import fast_path, mamba2_native, ssd
+from model import fast_path, native_kernels, ssd
 from model.mamba2 import GatedRMSNorm
 
 DTYPES = [torch.float32, torch.bfloat16]
 
 
 def ops():
-    library = mamba2_native._library()
+    library = native_kernels._library()
     assert library is not None, "the native kernels must build wherever the tests run"
     return library
 
@@ -104,7 +104,7 @@ def test_scan_kernel_agrees_with_the_pytorch_chunks(dtype, monkeypatch):
     args = (x.unflatten(-1, (4, 16)).to(dtype), dt, A, B.unflatten(-1, (2, 32)).to(dtype),
             C.unflatten(-1, (2, 32)).to(dtype), 32)
     native = ssd.chunk_scan(*args, D=D)
-    monkeypatch.setattr(mamba2_native, "_library", lambda: None)
+    monkeypatch.setattr(native_kernels, "_library", lambda: None)
     twin = ssd.chunk_scan(*args, D=D)
     scale = twin.float().abs().mean()
     tol = 1e-5 if dtype == torch.float32 else 2.0**-6
@@ -148,15 +148,15 @@ def test_gated_rms_norm_computes_its_formula(dtype, groups):
 def test_the_twins_run_when_gradients_are_needed_or_the_dtype_is_other(caplog, monkeypatch):
     monkeypatch.setattr(fast_path, "_reported", set())
     u, decay = torch.randn(2, 3, 4), torch.rand(2, 3)
-    with caplog.at_level(logging.INFO, logger="model.mamba2"):
-        assert mamba2_native.kernels("stage", u, decay) is not None
-        assert mamba2_native.kernels("stage", u.requires_grad_(), decay) is None
+    with caplog.at_level(logging.INFO, logger="model.native_kernels"):
+        assert native_kernels.kernels("stage", u, decay) is not None
+        assert native_kernels.kernels("stage", u.requires_grad_(), decay) is None
         with torch.no_grad():
-            assert mamba2_native.kernels("stage", u, decay) is not None
-        assert mamba2_native.kernels("stage", u.detach().double(), decay) is None
-        monkeypatch.setattr(mamba2_native, "_library", lambda: None)
-        assert mamba2_native.kernels("stage", u.detach(), decay) is None
-    messages = [r.getMessage() for r in caplog.records if r.name == "model.mamba2"]
+            assert native_kernels.kernels("stage", u, decay) is not None
+        assert native_kernels.kernels("stage", u.detach().double(), decay) is None
+        monkeypatch.setattr(native_kernels, "_library", lambda: None)
+        assert native_kernels.kernels("stage", u.detach(), decay) is None
+    messages = [r.getMessage() for r in caplog.records if r.name == "model.native_kernels"]
     assert messages == ["stage: native CPU kernel", "stage: PyTorch (gradients needed)",
                         "stage: PyTorch (cpu torch.float64 tensors)", "stage: PyTorch (native kernels unavailable)"]
 

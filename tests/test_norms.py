@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from model import fast_path, mamba2_native, norms
+from model import fast_path, native_kernels, norms
 from model.config import MambaConfig
 from model.mamba2 import Mamba2Block
 from model.transformer import TransformerBlock
@@ -96,7 +96,7 @@ def test_the_twins_run_for_gradients_biases_and_other_dtypes(caplog, monkeypatch
             norms.pre_norm(nn.LayerNorm(24), x, torch.float32)  # with a bias
             norms.residual_add(x.double(), x.double())
             norms.pre_norm(norm, x, torch.float32)
-    messages = [r.getMessage() for r in caplog.records if r.name in ("model.norms", "model.mamba2")]
+    messages = [r.getMessage() for r in caplog.records if r.name in ("model.norms", "model.native_kernels")]
     assert messages == [
         "pre-norm: PyTorch (gradients needed)",
         "pre-norm: PyTorch (a norm with a bias, without a weight or over several dims)",
@@ -127,7 +127,7 @@ def test_blocks_with_and_without_kernels_agree(width, dtype, monkeypatch):
         with torch.no_grad():
             native = block(x) - x
             with monkeypatch.context() as patch:
-                patch.setattr(mamba2_native, "_library", lambda: None)
+                patch.setattr(native_kernels, "_library", lambda: None)
                 twin = block(x) - x
         scale = twin.abs().max().item()
         tol = 0.02 if dtype == torch.bfloat16 else 4e-5

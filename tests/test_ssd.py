@@ -3,7 +3,7 @@ import logging
 import pytest
 import torch
 
-from model import fast_path, mamba2_native, ssd
+from model import fast_path, native_kernels, ssd
 from model.ssd import chunk_scan, chunk_scan_ref, scan
 
 
@@ -101,7 +101,7 @@ def test_bfloat16_scan_error_is_bounded_by_its_roundings(native, monkeypatch):
     breaks the bound by orders of magnitude. Checked for the native stages (one rounding each) and
     for the PyTorch ones (a rounding per operation)."""
     if not native:
-        monkeypatch.setattr(mamba2_native, "_library", lambda: None)
+        monkeypatch.setattr(native_kernels, "_library", lambda: None)
     x, dt, A, B, C, D, z, dt_bias = make_inputs(b=2, l=150, h=4, p=16, g=2, n=32)
     x, dt, B, C = (t.bfloat16() for t in (x, dt, B, C))
     y = chunk_scan(x, dt, A, B, C, 32, D=D, dt_bias=dt_bias, dt_softplus=True)
@@ -144,7 +144,7 @@ def test_chunk_scan_without_gradients_matches_the_recurrence(native, monkeypatch
     so the state crosses slab boundaries too."""
     monkeypatch.setattr(ssd, "_SLAB_ELEMENTS", 2000)
     if not native:
-        monkeypatch.setattr(mamba2_native, "_library", lambda: None)
+        monkeypatch.setattr(native_kernels, "_library", lambda: None)
     x, dt, A, B, C, D, z, dt_bias = make_inputs(l=90, g=2)
     with torch.no_grad():
         y = chunk_scan(x, dt, A, B, C, 8, D=D, z=z, dt_bias=dt_bias, dt_softplus=True)

@@ -1,7 +1,7 @@
-// Entry points of the Mamba2 CPU kernels: the chunked scan, the block's conv and gated norm, which
-// PyTorch would run as several tensor-wide passes each (model/mamba2_native.py loads them, model/ssd.py
-// and model/mamba2.py call them when no gradient is needed; their PyTorch twins handle the rest and
-// are the tests' oracles). Floating tensors are float32, or bfloat16 where noted, and
+// Entry points of the network's native CPU kernels: the Mamba2 scan, conv and gated norm, attention,
+// pre-norms and residual adds, the Gaussian head's activation (model/native_kernels.py loads them,
+// the modules call them when no gradient is needed; their PyTorch twins handle the rest and are the
+// tests' oracles). Floating tensors are float32, or bfloat16 where noted, and
 // laid out as documented per function; the Python side guarantees it.
 #pragma once
 
@@ -15,7 +15,7 @@
 
 #include "simd.h"
 
-namespace mamba2 {
+namespace network {
 
 // mamba2_scan.cpp
 void ssd_scan(const at::Tensor& x, const at::Tensor& dt, const at::Tensor& A, const at::Tensor& B, const at::Tensor& C,
@@ -72,4 +72,4 @@ inline float silu(float z) {
   return z * sigmoid<kFma>(z);
 }
 
-}  // namespace mamba2
+}  // namespace network
