@@ -243,15 +243,6 @@ void pack(const Operand& k, const Operand& v, T* packed, int64_t B, int64_t L, i
   });
 }
 
-// n values of scratch memory from torch's CPU allocator, which aligns to 64 bytes: every tile row
-// the products load or store then lies in one cache line (malloc's 16-byte alignment split them,
-// and ran the kernel at 0.6x).
-template <typename U>
-U* scratch(std::vector<at::Tensor>& owner, int64_t n) {
-  owner.push_back(at::empty({n * static_cast<int64_t>(sizeof(U))}, at::TensorOptions().dtype(at::kByte)));
-  return static_cast<U*>(owner.back().data_ptr());
-}
-
 #if defined(__x86_64__)
 template <typename T>
 void run(const Operand& q, const Operand& k, const Operand& v, T* out, int64_t B, int64_t L, int64_t H, int64_t d) {
@@ -259,16 +250,16 @@ void run(const Operand& q, const Operand& k, const Operand& v, T* out, int64_t B
   const Blocks bs = kBlocks;
   const int64_t keys = bs.keys, blocks = (L + keys - 1) / keys;
   const int64_t block_elems = 2 * keys * d;
-  std::vector<at::Tensor> owner;
-  T* packed = scratch<T>(owner, B * H * blocks * block_elems);
+  Scratch<T> packed_keys_values(B * H * blocks * block_elems);
+  T* packed = packed_keys_values.data();
   pack(k, v, packed, B, L, H, d, keys, blocks);
   const int64_t tiles = (L + bs.tile - 1) / bs.tile;
   const float c = static_cast<float>(M_LOG2E / std::sqrt(static_cast<double>(d)));
   at::parallel_for(0, B * H * tiles, 1, [&](int64_t begin, int64_t end) {
-    std::vector<at::Tensor> owner;
-    float *s = scratch<float>(owner, bs.score_rows * keys), *o = scratch<float>(owner, bs.tile * d);
-    float *m = scratch<float>(owner, bs.tile), *l = scratch<float>(owner, bs.tile * 16);
-    T *p = scratch<T>(owner, bs.rows * keys), *qt = scratch<T>(owner, bs.tile * d);
+    Scratch<float> scores(bs.score_rows * keys), outs(bs.tile * d), maxima(bs.tile), sums(bs.tile * 16);
+    Scratch<T> probabilities(bs.rows * keys), queries(bs.tile * d);
+    float *s = scores.data(), *o = outs.data(), *m = maxima.data(), *l = sums.data();
+    T *p = probabilities.data(), *qt = queries.data();
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / (H * tiles), h = task / tiles % H, i0 = task % tiles * bs.tile;
       const int64_t rows = std::min(bs.tile, L - i0);

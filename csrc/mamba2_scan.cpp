@@ -11,14 +11,11 @@
 #include <ATen/Parallel.h>
 #include <ATen/native/CPUBlas.h>
 #include <ATen/native/cpu/utils.h>
-#include <ATen/ops/empty.h>
 #include <c10/util/BFloat16.h>
 
 #include <immintrin.h>
 
 #include <algorithm>
-#include <cstdlib>
-#include <new>
 #include <cstdint>
 #include <type_traits>
 #include <vector>
@@ -63,11 +60,9 @@ inline int64_t pack_at(int64_t k, int64_t j, int64_t cols) {
     return k * cols + j;
 }
 
-// The loops below compute in float32 into small buffers; these write such a buffer in the operand
-// dtype. For bfloat16 on CPUs with AVX512-BF16 one instruction rounds 16 values (to nearest even,
-// as `narrow`); elsewhere `narrow` does it in integer arithmetic.
-//   rows:  out[r * ld_out + j] = in[r * ld_in + j], r < rows, j < cols
-//   pairs: rows 2i and 2i + 1 of in (ld_in = cols) interleaved into the VNNI layout, i < rows / 2
+// The operands are written from float32 values: for bfloat16 on CPUs with AVX512-BF16 one
+// instruction rounds 16 values (to nearest even, as `narrow`); elsewhere `narrow` does it in integer
+// arithmetic. store_rows: out[r * ld_out + j] = in[r * ld_in + j], r < rows, j < cols.
 template <typename T>
 void store_rows(const float* in, int64_t ld_in, T* out, int64_t ld_out, int64_t rows, int64_t cols) {
   for (int64_t r = 0; r < rows; ++r)
@@ -195,25 +190,6 @@ __attribute__((always_inline)) inline void to_input_operands(const T* x, int64_t
     pack_inputs(x, ld, steps, w1, w2, out1, out2, q, p);
 }
 
-// Buffers the products read and write start on a cache line (64 bytes; malloc gives 16): a matrix
-// tile row straddling two lines makes each load two.
-template <typename T>
-struct LineAligned {
-  using value_type = T;
-  LineAligned() = default;
-  template <typename U>
-  LineAligned(const LineAligned<U>&) {}
-  T* allocate(std::size_t n) {
-    void* p = std::aligned_alloc(64, (n * sizeof(T) + 63) / 64 * 64);
-    if (p == nullptr) throw std::bad_alloc();
-    return static_cast<T*>(p);
-  }
-  void deallocate(T* p, std::size_t) { std::free(p); }
-  bool operator==(const LineAligned&) const { return true; }
-};
-template <typename T>
-using Buffer = std::vector<T, LineAligned<T>>;
-
 // Dims: b batch, l steps, h heads of p channels, g groups of n states, q steps per chunk, c chunks.
 struct Dims {
   int64_t b, l, h, p, g, n, q, c;
@@ -228,8 +204,8 @@ struct Strides {
 // C B^T [q, q] with zeros above the diagonal, in float32 (cb) and as a left operand (cb_operand).
 template <typename T>
 struct SharedChunk {
-  Buffer<T> c_rows, bt, b_packed, cb_operand;
-  Buffer<float> cb;
+  Scratch<T> c_rows, bt, b_packed, cb_operand;
+  Scratch<float> cb;
   const T* c = nullptr;
   int64_t ld = 0;
 
@@ -267,8 +243,8 @@ struct SharedChunk {
 // One head's working set for one chunk, reused from head to head.
 template <typename T>
 struct HeadScratch {
-  Buffer<float> out, a, e, w_diag, w_end, scores_f;
-  Buffer<T> state_packed, scores, x_diag, x_end;
+  Scratch<float> out, a, e, w_diag, w_end, scores_f;
+  Scratch<T> state_packed, scores, x_diag, x_end;
 
   explicit HeadScratch(const Dims& d)
       : out(d.q * d.p), a(d.q), e(d.q), w_diag(d.q), w_end(d.q), scores_f(d.q * d.q),
@@ -373,7 +349,7 @@ __attribute__((always_inline)) inline void scan_range(const T* x, const float* d
   const unsigned csr = _mm_getcsr();
   _mm_setcsr(csr | 0x8040);  // flush-to-zero and denormals-are-zero
   const int64_t hg = d.h / d.g, block = std::min(end - begin, d.h);
-  Buffer<float> states(block * d.n * d.p), scales(block);
+  Scratch<float> states(block * d.n * d.p), scales(block);
   std::vector<SharedChunk<T>> shared(d.g, SharedChunk<T>(d));
   HeadScratch<T> scratch(d);
   for (int64_t b = begin / d.h; b * d.h < end; ++b) {
