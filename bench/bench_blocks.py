@@ -9,10 +9,11 @@ and at width 1024 on 8192 (+2) after it. Each block is timed as inference runs i
 bf16 as `LongLRM.set_precision` converts them, float32 residual input, no autograd, freed memory kept
 (model.cpu_allocator). "io" is the tokenizer, the merge and the Gaussian head on the same token
 counts. FLOPs are torch's FlopCounterMode count (matmuls, convolutions) plus 4 L^2 D per attention
-block and the native scan's chunk products, as bench/bench_model.py counts them, and the rates are compared with the fp32 and bf16 matmul
-peaks measured in the same process. Every case is timed in interleaved rounds (best kept), so a busy
-machine slows all of them alike; --cpu-time counts this process's CPU seconds (both threads) instead
-of wall time, which other processes on a shared machine inflate more.
+block and the native scan's chunk products, as bench/bench_model.py counts them, and the rates are
+compared with the fp32 and bf16 matmul peaks measured in the same process. Every case is timed in
+interleaved rounds (best kept), so a busy machine slows all of them alike; --cpu-time counts this
+process's CPU seconds (both threads) instead of wall time, which other processes on a shared
+machine inflate more.
 """
 
 from __future__ import annotations

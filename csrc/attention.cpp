@@ -59,7 +59,6 @@ constexpr Blocks kBlocks{256, 256, 512, 32};
 constexpr int64_t kMaxHeadDim = 256;
 
 #if defined(__x86_64__)
-#define ATTN_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma")))
 
 // 2^(y - 1/2) for y <= ~1/2 (16 lanes): 2^floor(y) p(y - floor(y)) (vreduceps, vscalefps), p a
 // polynomial fitted to 2^(t - 1/2) on [0, 1] by minimising the relative error (near-minimax, on
@@ -67,7 +66,7 @@ constexpr int64_t kMaxHeadDim = 256;
 // is folded into the caller's multiply-add; it centres the polynomial's interval on 2^0, where
 // 2^round(x) p(x - round(x)) would need a rounding and a subtraction more. Very negative y gives 0.
 template <int kDegree>
-ATTN_TARGET inline __m512 exp2_half(__m512 y) {
+SPLAT_TARGET_AVX512_BF16 inline __m512 exp2_half(__m512 y) {
   const __m512 t = _mm512_reduce_ps(y, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
   __m512 p;
   if constexpr (kDegree == 4) {
@@ -89,7 +88,7 @@ ATTN_TARGET inline __m512 exp2_half(__m512 y) {
 inline __mmask16 tail_mask(int64_t count) { return static_cast<__mmask16>((1u << count) - 1u); }
 
 // Scale n values of an accumulator row.
-ATTN_TARGET inline void scale_row(float* o, int64_t n, float alpha) {
+SPLAT_TARGET_AVX512_BF16 inline void scale_row(float* o, int64_t n, float alpha) {
   const __m512 a = _mm512_set1_ps(alpha);
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) _mm512_storeu_ps(o + i, _mm512_mul_ps(_mm512_loadu_ps(o + i), a));
@@ -100,22 +99,22 @@ ATTN_TARGET inline void scale_row(float* o, int64_t n, float alpha) {
 }
 
 // Stores 16 (or `m` of them) float32 values as T; store2 32 values from two vectors.
-ATTN_TARGET inline void store(float* p, __m512 x, __mmask16 m = 0xffff) { _mm512_mask_storeu_ps(p, m, x); }
-ATTN_TARGET inline void store(at::BFloat16* p, __m512 x, __mmask16 m = 0xffff) {
+SPLAT_TARGET_AVX512_BF16 inline void store(float* p, __m512 x, __mmask16 m = 0xffff) { _mm512_mask_storeu_ps(p, m, x); }
+SPLAT_TARGET_AVX512_BF16 inline void store(at::BFloat16* p, __m512 x, __mmask16 m = 0xffff) {
   _mm256_mask_storeu_epi16(p, m, reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(x)));
 }
-ATTN_TARGET inline void store2(float* p, __m512 lo, __m512 hi) {
+SPLAT_TARGET_AVX512_BF16 inline void store2(float* p, __m512 lo, __m512 hi) {
   _mm512_storeu_ps(p, lo);
   _mm512_storeu_ps(p + 16, hi);
 }
-ATTN_TARGET inline void store2(at::BFloat16* p, __m512 lo, __m512 hi) {
+SPLAT_TARGET_AVX512_BF16 inline void store2(at::BFloat16* p, __m512 lo, __m512 hi) {
   _mm512_storeu_si512(p, reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(hi, lo)));
 }
 
 // One row of exponentials: p[i] = 2^(s[i] c - m c) as T for i < n, with vhalf = 1/2 - m c; returns
 // their sum in 16 partial sums.
 template <typename T, int kDegree>
-ATTN_TARGET inline __m512 exp_row(const float* s, T* p, int64_t n, __m512 vc, __m512 vhalf) {
+SPLAT_TARGET_AVX512_BF16 inline __m512 exp_row(const float* s, T* p, int64_t n, __m512 vc, __m512 vhalf) {
   __m512 sum0 = _mm512_setzero_ps(), sum1 = _mm512_setzero_ps();
   int64_t i = 0;
   for (; i + 32 <= n; i += 32) {
@@ -135,7 +134,7 @@ ATTN_TARGET inline __m512 exp_row(const float* s, T* p, int64_t n, __m512 vc, __
   return _mm512_add_ps(sum0, sum1);
 }
 
-ATTN_TARGET inline float row_max(const float* s, int64_t n) {
+SPLAT_TARGET_AVX512_BF16 inline float row_max(const float* s, int64_t n) {
   __m512 vmax = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
   for (int64_t i = 0; i < n; i += 16) {
     const __mmask16 m = tail_mask(std::min<int64_t>(16, n - i));
@@ -155,7 +154,7 @@ constexpr float kMaxSum = 0x1p64f;
 // `stride`, T), with the running maxima m (of the raw scores), sums l (16 partial sums per row)
 // and accumulator rows o [rows, d] updated for it; `first` starts them.
 template <typename T>
-ATTN_TARGET void softmax_block(const float* s, T* p, float* o, float* m, float* l, int64_t rows, int64_t n,
+SPLAT_TARGET_AVX512_BF16 void softmax_block(const float* s, T* p, float* o, float* m, float* l, int64_t rows, int64_t n,
                                int64_t stride, int64_t d, float c, bool first) {
   constexpr int kDegree = std::is_same_v<T, float> ? 6 : 4;
   const __m512 vc = _mm512_set1_ps(c);
@@ -183,7 +182,7 @@ ATTN_TARGET void softmax_block(const float* s, T* p, float* o, float* m, float* 
 
 // out row = o row / l (16 partial sums), as T.
 template <typename T>
-ATTN_TARGET void finish_row(const float* o, const float* l, T* out, int64_t d) {
+SPLAT_TARGET_AVX512_BF16 void finish_row(const float* o, const float* l, T* out, int64_t d) {
   const __m512 inv = _mm512_set1_ps(1.f / _mm512_reduce_add_ps(_mm512_loadu_ps(l)));
   int64_t i = 0;
   for (; i + 16 <= d; i += 16) store(out + i, _mm512_mul_ps(_mm512_loadu_ps(o + i), inv));
@@ -305,9 +304,8 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
 #if defined(__x86_64__)
   // model/transformer.py's native_attention_blocker decides; these only keep a direct call from
   // running instructions the CPU lacks.
-  TORCH_CHECK(__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                  __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-                  (q.scalar_type() == at::kFloat || __builtin_cpu_supports("avx512bf16")),
+  TORCH_CHECK(splat::cpu_has_avx512() && __builtin_cpu_supports("avx512dq") &&
+                  (q.scalar_type() == at::kFloat || splat::cpu_has_avx512_bf16()),
               "attention: this CPU lacks the AVX-512 instructions the kernel needs");
 #else
   TORCH_CHECK(false, "attention: the kernel is for x86-64 CPUs");

@@ -13,7 +13,9 @@
 #include <ATen/native/cpu/utils.h>
 #include <c10/util/BFloat16.h>
 
+#if defined(__x86_64__)
 #include <immintrin.h>
+#endif
 
 #include <algorithm>
 #include <cstdint>
@@ -98,14 +100,9 @@ void pack_inputs(const T* x, int64_t ld, int64_t steps, const float* w1, const f
 }
 
 #if defined(__x86_64__)
-#define SSD_TARGET_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma,prefer-vector-width=512")))
-inline bool cpu_has_avx512_bf16() {
-  static const bool yes = splat::cpu_has_avx512() && __builtin_cpu_supports("avx512bf16");
-  return yes;
-}
 
-SSD_TARGET_BF16 void store_rows_bf16(const float* in, int64_t ld_in, uint16_t* out, int64_t ld_out, int64_t rows,
-                                     int64_t cols) {
+SPLAT_TARGET_AVX512_BF16 void store_rows_bf16(const float* in, int64_t ld_in, uint16_t* out, int64_t ld_out,
+                                              int64_t rows, int64_t cols) {
   for (int64_t r = 0; r < rows; ++r) {
     const float* src = in + r * ld_in;
     uint16_t* dst = out + r * ld_out;
@@ -117,27 +114,30 @@ SSD_TARGET_BF16 void store_rows_bf16(const float* in, int64_t ld_in, uint16_t* o
   }
 }
 
-SSD_TARGET_BF16 inline __m512i pair_words(__m512 lo, __m512 hi) {
-  return _mm512_or_si512(_mm512_cvtepu16_epi32(reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(lo))),
-                         _mm512_slli_epi32(_mm512_cvtepu16_epi32(reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(hi))), 16));
+SPLAT_TARGET_AVX512_BF16 inline __m512i pair_words(__m512 lo, __m512 hi) {
+  const __m512i low = _mm512_cvtepu16_epi32(reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(lo)));
+  const __m512i high = _mm512_cvtepu16_epi32(reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(hi)));
+  return _mm512_or_si512(low, _mm512_slli_epi32(high, 16));
 }
 
-SSD_TARGET_BF16 inline __m512 widen16(const uint16_t* v) {
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(v))), 16));
+SPLAT_TARGET_AVX512_BF16 inline __m512 widen16(const uint16_t* v) {
+  const __m512i words = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(v)));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(words, 16));
 }
 
-SSD_TARGET_BF16 void pack_state_bf16(const float* state, float scale, uint16_t* out, int64_t n, int64_t p) {
+SPLAT_TARGET_AVX512_BF16 void pack_state_bf16(const float* state, float scale, uint16_t* out, int64_t n, int64_t p) {
   if (p % 16) return pack_state(state, scale, out, n, p);
   auto* words = reinterpret_cast<uint32_t*>(out);
   const __m512 k = _mm512_set1_ps(scale);
   for (int64_t i = 0; i < n; i += 2)
     for (int64_t j = 0; j < p; j += 16)
-      _mm512_storeu_si512(words + i / 2 * p + j, pair_words(_mm512_mul_ps(_mm512_loadu_ps(state + i * p + j), k),
-                                                            _mm512_mul_ps(_mm512_loadu_ps(state + (i + 1) * p + j), k)));
+      _mm512_storeu_si512(words + i / 2 * p + j,
+                          pair_words(_mm512_mul_ps(_mm512_loadu_ps(state + i * p + j), k),
+                                     _mm512_mul_ps(_mm512_loadu_ps(state + (i + 1) * p + j), k)));
 }
 
-SSD_TARGET_BF16 void pack_inputs_bf16(const uint16_t* x, int64_t ld, int64_t steps, const float* w1, const float* w2,
-                                      uint16_t* out1, uint16_t* out2, int64_t q, int64_t p) {
+SPLAT_TARGET_AVX512_BF16 void pack_inputs_bf16(const uint16_t* x, int64_t ld, int64_t steps, const float* w1,
+                                               const float* w2, uint16_t* out1, uint16_t* out2, int64_t q, int64_t p) {
   if (p % 16) return pack_inputs(x, ld, steps, w1, w2, out1, out2, q, p);
   auto *words1 = reinterpret_cast<uint32_t*>(out1), *words2 = reinterpret_cast<uint32_t*>(out2);
   for (int64_t s = 0; s < q; s += 2) {
@@ -152,12 +152,31 @@ SSD_TARGET_BF16 void pack_inputs_bf16(const uint16_t* x, int64_t ld, int64_t ste
     }
   }
 }
-#else
-#define SSD_TARGET_BF16
-inline bool cpu_has_avx512_bf16() { return false; }
+#else  // (never chosen off x86-64: splat::cpu_has_avx512_bf16() is false there)
+void store_rows_bf16(const float* in, int64_t ld_in, uint16_t* out, int64_t ld_out, int64_t rows, int64_t cols) {
+  store_rows(in, ld_in, out, ld_out, rows, cols);
+}
+void pack_state_bf16(const float* state, float scale, uint16_t* out, int64_t n, int64_t p) {
+  pack_state(state, scale, out, n, p);
+}
+void pack_inputs_bf16(const uint16_t* x, int64_t ld, int64_t steps, const float* w1, const float* w2, uint16_t* out1,
+                      uint16_t* out2, int64_t q, int64_t p) {
+  pack_inputs(x, ld, steps, w1, w2, out1, out2, q, p);
+}
 #endif
 
-// Instruction sets the scan is compiled for: baseline x86-64, AVX-512, AVX-512 with BF16 conversions.
+// Decayed states and scores run into float32's subnormal range, where each operation takes a slow
+// microcode path (the scan ran 1.7-2.5x slower): flushed to zero while the scan runs, far below
+// anything its outputs resolve, as torch.set_flush_denormal(True) would do for the whole process.
+struct FlushDenormals {
+#if defined(__x86_64__)
+  const unsigned csr = _mm_getcsr();
+  FlushDenormals() { _mm_setcsr(csr | 0x8040); }  // flush-to-zero and denormals-are-zero
+  ~FlushDenormals() { _mm_setcsr(csr); }
+#endif
+};
+
+// Instruction sets the scan is compiled for: baseline (any CPU), AVX-512, AVX-512 with BF16 conversions.
 enum class Isa { kBase, kAvx512, kAvx512Bf16 };
 
 template <Isa kIsa, typename T>
@@ -343,11 +362,7 @@ template <typename T, Isa kIsa>
 __attribute__((always_inline)) inline void scan_range(const T* x, const float* dt, const float* A, const T* B,
                                                       const T* C, const float* D, T* y, const Strides& st,
                                                       const Dims& d, int64_t begin, int64_t end) {
-  // Decayed states and scores run into float32's subnormal range, where each operation takes a slow
-  // microcode path: flushed to zero here (far below anything the outputs resolve), as
-  // torch.set_flush_denormal(True) would do for the whole process.
-  const unsigned csr = _mm_getcsr();
-  _mm_setcsr(csr | 0x8040);  // flush-to-zero and denormals-are-zero
+  const FlushDenormals flush;
   const int64_t hg = d.h / d.g, block = std::min(end - begin, d.h);
   Scratch<float> states(block * d.n * d.p), scales(block);
   std::vector<SharedChunk<T>> shared(d.g, SharedChunk<T>(d));
@@ -367,7 +382,6 @@ __attribute__((always_inline)) inline void scan_range(const T* x, const float* d
     }
   }
   cpublas::brgemm_release(Mm<T>::vnni);
-  _mm_setcsr(csr);
 }
 
 template <typename T>
@@ -378,9 +392,9 @@ SPLAT_TARGET_AVX512 void scan_range_avx512(const T* x, const float* dt, const fl
 }
 
 template <typename T>
-SSD_TARGET_BF16 void scan_range_avx512_bf16(const T* x, const float* dt, const float* A, const T* B, const T* C,
-                                            const float* D, T* y, const Strides& st, const Dims& d, int64_t begin,
-                                            int64_t end) {
+SPLAT_TARGET_AVX512_BF16 void scan_range_avx512_bf16(const T* x, const float* dt, const float* A, const T* B,
+                                                     const T* C, const float* D, T* y, const Strides& st,
+                                                     const Dims& d, int64_t begin, int64_t end) {
   scan_range<T, Isa::kAvx512Bf16>(x, dt, A, B, C, D, y, st, d, begin, end);
 }
 
@@ -393,7 +407,7 @@ void scan_typed(const at::Tensor& x, const at::Tensor& dt, const at::Tensor& A, 
   auto* yp = reinterpret_cast<T*>(y.data_ptr());
   const Strides st{x.stride(0), x.stride(1), B.stride(0), B.stride(1), y.stride(0), y.stride(1)};
   const float *dtp = dt.data_ptr<float>(), *Ap = A.data_ptr<float>(), *Dp = D.data_ptr<float>();
-  const Isa isa = cpu_has_avx512_bf16() ? Isa::kAvx512Bf16 : splat::cpu_has_avx512() ? Isa::kAvx512 : Isa::kBase;
+  const Isa isa = splat::cpu_has_avx512_bf16() ? Isa::kAvx512Bf16 : splat::cpu_has_avx512() ? Isa::kAvx512 : Isa::kBase;
   // One contiguous range of (batch, head) pairs per thread: the heads of a range share chunk operands.
   const int64_t items = d.b * d.h, grain = (items + at::get_num_threads() - 1) / at::get_num_threads();
   at::parallel_for(0, items, grain, [&](int64_t begin, int64_t end) {

@@ -22,11 +22,22 @@ inline bool cpu_has_avx512() {
                           __builtin_cpu_supports("avx512vl");
   return yes;
 }
+// AVX-512 with its bfloat16 conversions (vcvtne[2]ps2bf16) and DQ (vreduceps), for the intrinsics
+// of the network's bfloat16 kernels (attention, the Mamba2 scan's operand packing).
+#define SPLAT_TARGET_AVX512_BF16 \
+  __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,prefer-vector-width=512")))
+inline bool cpu_has_avx512_bf16() {
+  static const bool yes =
+      cpu_has_avx512() && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bf16");
+  return yes;
+}
 #else
 #define SPLAT_TARGET_AVX2
 #define SPLAT_TARGET_AVX512
+#define SPLAT_TARGET_AVX512_BF16
 inline bool cpu_has_avx2() { return false; }
 inline bool cpu_has_avx512() { return false; }
+inline bool cpu_has_avx512_bf16() { return false; }
 #endif
 
 // a * b + c, fused (one rounding) when kFma.

@@ -5,9 +5,9 @@ A Mamba2 block's causal conv and gated RMSNorm in one pass each, where PyTorch m
 tensor-wide passes, and its chunked scan in one kernel (mamba2_*.cpp, model/ssd.py, model/mamba2.py);
 flash-attention (attention.cpp, model/transformer.py); the blocks' pre-norms and residual adds
 (norms.cpp, model/norms.py); the Gaussian head's activation (gaussian_head.cpp). The scan and
-attention run their small matrix products on PyTorch's brgemm micro-kernels. They have no backward: whenever a gradient is needed, or the tensors are not CPU
-float32 / bfloat16 ones, the PyTorch twin next to each call runs instead (the twins are also the
-tests' oracles).
+attention run their small matrix products on PyTorch's brgemm micro-kernels. They have no backward:
+whenever a gradient is needed, or the tensors are not CPU float32 / bfloat16 ones, the PyTorch twin
+next to each call runs instead (the twins are also the tests' oracles).
 """
 
 from __future__ import annotations
